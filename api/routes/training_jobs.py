@@ -1,0 +1,132 @@
+"""Training jobs on the `training` queue: submit (synthetic data, an uploaded JSONL or the
+reviewers' corrections), watch progress, cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from sqlmodel import select
+
+from api.deps import SessionDep, SettingsDep, WriteAccess
+from api.schemas import TrainingJobIn, TrainingJobOut
+from invoicechain.db.tables import TrainingJob
+
+router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
+TERMINAL = {"done", "failed", "cancelled"}
+
+
+def _check_jsonl(path) -> None:
+    """Reject bad data before anything is queued: every problem with its line number."""
+    from training.data import DatasetError, load_jsonl
+
+    try:
+        load_jsonl(path)
+    except DatasetError as exc:
+        raise HTTPException(
+            422,
+            {
+                "message": f"The training data has {len(exc.problems)} problem(s); nothing was queued.",
+                "problems": [{"line": n, "reason": r} for n, r in exc.problems[:200]],
+            },
+        ) from exc
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJobOut, dependencies=[WriteAccess])
+async def create_training_job(request: Request, response: Response, session: SessionDep, settings: SettingsDep) -> TrainingJobOut:
+    """JSON `{"adapter", "data_source", "params"}`, or multipart with a `file` (JSONL) and those fields."""
+    ctype = request.headers.get("content-type", "")
+    job_id = uuid.uuid4().hex
+    data_path = None
+    try:
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=5)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(422, "The multipart form needs a `file` part holding the JSONL data.")
+            body = TrainingJobIn(
+                adapter=str(form.get("adapter") or "extract"),
+                data_source="upload",
+                params=json.loads(str(form.get("params") or "{}")),
+            )
+            raw = await upload.read(settings.max_upload_bytes * 10 + 1)
+            if len(raw) > settings.max_upload_bytes * 10:
+                raise HTTPException(413, "The training data is too large for one upload.")
+            folder = settings.data_dir / "training-data"
+            folder.mkdir(parents=True, exist_ok=True)
+            data_path = folder / f"{job_id}.jsonl"
+            data_path.write_bytes(raw)
+            _check_jsonl(data_path)
+        elif ctype.startswith("application/json"):
+            body = TrainingJobIn.model_validate(json.loads(await request.body()))
+            if body.data_source == "upload":
+                raise HTTPException(422, "data_source `upload` needs a multipart request with the JSONL file.")
+        else:
+            raise HTTPException(415, "Send JSON or a multipart upload with the JSONL file.")
+    except (ValueError, TypeError) as exc:
+        raise HTTPException(422, f"Bad training job request: {exc}") from exc
+
+    try:
+        from training.jobs import split_params
+
+        split_params(body.params, body.adapter)
+    except ValueError as exc:
+        raise HTTPException(422, f"Bad training params: {exc}") from exc
+    job = TrainingJob(id=job_id, adapter=body.adapter, data_source=body.data_source,
+                      data_path=str(data_path) if data_path else None, params=body.params)
+    session.add(job)
+    session.commit()
+    try:
+        from workers.tasks import train_adapter
+
+        result = train_adapter.apply_async((job.id,), task_id=f"train-{job.id}")
+        job.celery_task_id = result.id
+    except Exception as exc:
+        job.status, job.error = "failed", f"The training queue is unavailable: {type(exc).__name__}."
+        session.add(job)
+        session.commit()
+        raise HTTPException(503, job.error) from exc
+    session.add(job)
+    session.commit()
+    response.headers["Location"] = f"/v1/training-jobs/{job.id}"
+    return TrainingJobOut.model_validate(job, from_attributes=True)
+
+
+@router.get("", response_model=list[TrainingJobOut])
+def list_training_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[TrainingJobOut]:
+    rows = session.exec(select(TrainingJob).order_by(TrainingJob.created_at.desc()).limit(limit)).all()
+    return [TrainingJobOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/{job_id}", response_model=TrainingJobOut)
+def get_training_job(job_id: str, session: SessionDep) -> TrainingJobOut:
+    """Status, progress (step, loss, eval loss), metrics and the registered adapter version."""
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise HTTPException(404, f"No training job {job_id}.")
+    return TrainingJobOut.model_validate(job, from_attributes=True)
+
+
+@router.post("/{job_id}/cancel", response_model=TrainingJobOut, dependencies=[WriteAccess])
+def cancel_training_job(job_id: str, session: SessionDep) -> TrainingJobOut:
+    """Stop a queued or running job at its next step; a finished job is left as it is (409)."""
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise HTTPException(404, f"No training job {job_id}.")
+    if job.status in TERMINAL:
+        raise HTTPException(409, f"Training job {job_id} is already {job.status}.")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status, job.finished_at = "cancelled", datetime.now(timezone.utc)
+        try:
+            from workers.celery_app import app
+
+            app.control.revoke(job.celery_task_id)
+        except Exception:
+            pass  # the task checks the flag when it starts anyway
+    session.add(job)
+    session.commit()
+    return TrainingJobOut.model_validate(job, from_attributes=True)

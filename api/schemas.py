@@ -1,0 +1,109 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TextSubmission(BaseModel):
+    text: str = Field(min_length=1, description="Invoice text, e.g. pasted from an e-mail.")
+    filename: str = "pasted.txt"
+
+
+class Accepted(BaseModel):
+    id: str
+    status: str
+    duplicate: bool = False
+    location: str
+
+
+class StepOut(BaseModel):
+    step: str
+    status: str
+    attempt: int
+    decision: str | None
+    reasons: list[Any] | None
+    mode: str | None = None
+    agree: bool | None = None
+    model_output: dict | None = None
+    rules_output: dict | None = None
+    adapter_version: str | None = None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    model_ms: float | None
+
+
+class DocumentOut(BaseModel):
+    id: str
+    filename: str
+    sha256: str
+    content_type: str
+    size: int
+    page_count: int | None
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    status: str
+    current_step: str | None
+    error: str | None
+    source: str
+    fields: dict | None
+    confidence: dict | None
+    grounding: dict | None
+    document: DocumentOut | None = None
+    steps: list[StepOut] = []
+    created_at: datetime
+    updated_at: datetime
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoiceOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ApprovalIn(BaseModel):
+    approver: str = Field(min_length=1, max_length=200)
+    role: str | None = None
+    reason: str | None = None
+
+
+class RejectionIn(BaseModel):
+    approver: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1)
+
+
+class CorrectionIn(BaseModel):
+    actor: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1)
+    fields: dict | None = Field(None, description="Field values to set (same schema as extraction).")
+    decisions: dict[str, str] | None = Field(None, description="Step name → decision that overrides the step.")
+
+
+class TrainingJobIn(BaseModel):
+    adapter: str = Field("extract", min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_-]*$")
+    data_source: str = Field("synthetic", pattern="^(synthetic|upload|corrections)$")
+    params: dict = Field(default_factory=dict)
+
+
+class TrainingJobOut(BaseModel):
+    id: str
+    adapter: str
+    status: str
+    data_source: str
+    params: dict | None
+    progress: dict | None
+    metrics: dict | None
+    adapter_version: int | None
+    promoted: bool | None
+    error: str | None
+    celery_task_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

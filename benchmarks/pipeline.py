@@ -1,0 +1,173 @@
+"""Whole-pipeline throughput: N synthetic invoices submitted over HTTP, through Redis, the
+Celery workers (the real model in the extract worker) and Postgres.
+
+Prints invoices/s, per-step p50/p95 latency, and the time per invoice spent outside model
+calls (HTTP submission + every step's own time minus its model time).
+
+    .venv/bin/python benchmarks/pipeline.py --n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    ap.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--toolchain-concurrency", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=3600)
+    args = ap.parse_args()
+
+    import httpx
+    import psycopg
+    import redis
+    from sqlmodel import Session, create_engine, select
+
+    from invoicechain.config import Settings
+    from invoicechain.db.session import init_db, session_scope
+    from invoicechain.db.tables import Invoice, StepRun
+    from invoicechain.master_data import load_master_data, read_master_data
+    from training.synth import generate_corpus
+
+    work = Path(tempfile.mkdtemp(prefix="ic-bench-"))
+    corpus = work / "corpus"
+    generate_corpus(args.n, args.seed, corpus, fault_rate=0.3, toolchain=False)
+    pdfs = sorted(corpus.glob("*.pdf"))
+
+    db = f"ic_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.pg_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    pg_url = args.pg_admin.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(args.redis_url).flushdb()
+    settings = Settings(database_url=pg_url, redis_url=args.redis_url, data_dir=work / "data")
+    init_db(settings)
+    with session_scope(settings) as session:
+        load_master_data(session, read_master_data(corpus / "master_data.json"))
+
+    env = dict(os.environ, DATABASE_URL=pg_url, REDIS_URL=args.redis_url, INVOICECHAIN_DATA_DIR=str(work / "data"),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    port = free_port()
+    cli = [sys.executable, "-m", "invoicechain.cli"]
+    logs = work / "logs"
+    logs.mkdir()
+    procs = [
+        subprocess.Popen(cli + ["api", "--port", str(port)], env=env, cwd=ROOT, stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT),
+        subprocess.Popen(cli + ["worker", "--queues", "ingest,toolchain", "--concurrency", str(args.toolchain_concurrency)],
+                         env=env, cwd=ROOT, stdout=open(logs / "toolchain.log", "w"), stderr=subprocess.STDOUT),
+        subprocess.Popen(cli + ["worker", "--queues", "extract", "--concurrency", "1"], env=env, cwd=ROOT,
+                         stdout=open(logs / "extract.log", "w"), stderr=subprocess.STDOUT),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        # Let the extract worker load its model before the clock starts.
+        time.sleep(10)
+
+        submit_ms: list[float] = []
+
+        def submit(path: Path) -> str:
+            t = time.perf_counter()
+            with path.open("rb") as fh:
+                r = httpx.post(base + "/v1/invoices", files={"file": (path.name, fh, "application/pdf")}, timeout=60)
+            submit_ms.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+            return r.json()["id"]
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(submit, pdfs))
+        t_submitted = time.perf_counter() - t0
+        engine = create_engine(settings.resolved_database_url)
+        done_states = {"needs_ocr", "failed", "invalid", "rejected", "payment_held", "payment_ready", "needs_review", "pending_approval"}
+        while True:
+            with Session(engine) as s:
+                states = [s.get(Invoice, i).status for i in ids]
+            if all(st in done_states for st in states):
+                break
+            if time.perf_counter() - t0 > args.timeout:
+                raise TimeoutError("invoices not finished in time")
+            time.sleep(1.0)
+        wall = time.perf_counter() - t0
+        with Session(engine) as s:
+            runs = s.exec(select(StepRun).where(StepRun.invoice_id.in_(ids))).all()
+            status_counts: dict[str, int] = {}
+            for st in states:
+                status_counts[st] = status_counts.get(st, 0) + 1
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    by_step: dict[str, list[float]] = {}
+    outside: dict[str, float] = {i: 0.0 for i in ids}
+    model_total = 0.0
+    for r in runs:
+        by_step.setdefault(r.step, []).append(r.duration_ms or 0.0)
+        model = r.model_ms or 0.0
+        if r.step == "extract":
+            # One batched generation serves many invoices: its time is shared among them.
+            pass
+        model_total += model
+        outside[r.invoice_id] += max(0.0, (r.duration_ms or 0.0) - model)
+    for i, ms in zip(ids, submit_ms):
+        outside[i] += ms
+    order = ["ingest", "extract", "validate_invoice", "match_po", "run_approval", "trigger_payment"]
+    print(f"\n{len(ids)} invoices, wall {wall:.1f} s (submitted in {t_submitted:.1f} s), statuses {status_counts}\n")
+    print("| measure | value |\n|---|---|")
+    print(f"| invoices/s (end to end) | {len(ids) / wall:.2f} |")
+    print(f"| HTTP submit p50 / p95 | {pct(submit_ms, .5):.1f} / {pct(submit_ms, .95):.1f} ms |")
+    outs = list(outside.values())
+    print(f"| time per invoice outside model calls, mean / p50 / p95 | {statistics.mean(outs):.1f} / {pct(outs, .5):.1f} / {pct(outs, .95):.1f} ms |")
+    print("\n| step | runs | p50 ms | p95 ms |\n|---|---|---|---|")
+    for step in order:
+        if step in by_step:
+            v = by_step[step]
+            print(f"| {step} | {len(v)} | {pct(v, .5):.1f} | {pct(v, .95):.1f} |")
+    with psycopg.connect(args.pg_admin, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Accounts-payable domain: validate_invoice, match_po, run_approval, trigger_payment, review."""

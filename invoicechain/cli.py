@@ -1,0 +1,405 @@
+"""The `invoicechain` command line (Typer). Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from invoicechain.config import get_settings
+
+app = typer.Typer(
+    help="Invoice Toolchain: extract invoice fields with a LoRA-tuned LM and run the accounts-payable chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+STEP_COLUMNS = ("ingest", "extract", "validate_invoice", "match_po", "run_approval", "trigger_payment")
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- services --------------------------------------------------------------------------
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API (FastAPI under uvicorn)."""
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
+
+
+def worker_argv(queues: str, concurrency: int, pool: str | None = None, hostname: str | None = None) -> list[str]:
+    settings = get_settings()
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    argv = ["worker", "--loglevel=INFO", f"--queues={','.join(names)}", f"--concurrency={concurrency}", "-E"]
+    if "extract" in names:
+        # celery-batches holds messages unacknowledged until their batch runs: the prefetch
+        # window must be at least one batch, or batches never fill.
+        argv.append(f"--prefetch-multiplier={max(1, settings.extract_batch_size)}")
+    if pool:
+        argv.append(f"--pool={pool}")
+    argv.append(f"--hostname={hostname or ('-'.join(names) + '@%h')}")
+    return argv
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues: ingest, extract, toolchain, training.")] = "ingest,extract,toolchain",
+    concurrency: Annotated[int, typer.Option(help="Worker processes (1 for extract and training: one model each).")] = 1,
+    pool: Annotated[str | None, typer.Option(help="Celery pool: prefork (default), solo, threads.")] = None,
+) -> None:
+    """Run a Celery worker on the given queues."""
+    _offline()
+    from invoicechain.db.session import init_db
+    from workers.celery_app import app as celery_app
+
+    init_db()
+    celery_app.worker_main(argv=worker_argv(queues, concurrency, pool))
+
+
+# --- submitting and watching -------------------------------------------------------------
+
+
+def _headers() -> dict:
+    token = get_settings().api_token
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@app.command()
+def submit(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF or .txt files.")]) -> None:
+    """Send documents to the API; prints one line per document with its invoice id."""
+    import httpx
+
+    url = get_settings().api_url.rstrip("/") + "/v1/invoices"
+    failed = 0
+    with httpx.Client(timeout=60, headers=_headers()) as client:
+        for path in files:
+            if path.suffix.lower() == ".txt":
+                resp = client.post(url, json={"text": path.read_text(encoding="utf-8"), "filename": path.name})
+            else:
+                with path.open("rb") as fh:
+                    resp = client.post(url, files={"file": (path.name, fh, "application/pdf")})
+            if resp.status_code in (200, 202):
+                body = resp.json()
+                dup = "\tduplicate" if body.get("duplicate") else ""
+                typer.echo(f"{path}\t{body['id']}\t{body['status']}{dup}")
+            else:
+                failed += 1
+                typer.echo(f"{path}\terror {resp.status_code}\t{resp.text[:300]}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def status(invoice_id: str) -> None:
+    """Show an invoice: status, fields and every step."""
+    import httpx
+
+    url = get_settings().api_url.rstrip("/") + f"/v1/invoices/{invoice_id}"
+    resp = httpx.get(url, timeout=30, headers=_headers())
+    if resp.status_code != 200:
+        typer.echo(f"error {resp.status_code}: {resp.text[:300]}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(resp.json(), indent=2, ensure_ascii=False))
+
+
+# --- in-process runs ---------------------------------------------------------------------
+
+
+def _read_document(path: Path) -> str:
+    from invoicechain.pdf import PdfError, pdf_text
+
+    if path.suffix.lower() == ".pdf":
+        try:
+            return pdf_text(path).text
+        except PdfError as exc:
+            raise ValueError(str(exc)) from exc
+    return path.read_text(encoding="utf-8")
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in (".pdf", ".txt")))
+        else:
+            out.append(p)
+    return out
+
+
+@app.command()
+def extract(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="PDF or .txt files, or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL output, one line per document.")],
+) -> None:
+    """Extraction only, in-process, no broker and no database."""
+    _offline()
+    from models.service import load_runtime
+
+    settings = get_settings()
+    runtime = load_runtime(settings, use_registry=False)
+    docs = _expand(paths)
+    texts, errors = {}, {}
+    for p in docs:
+        try:
+            texts[p] = _read_document(p)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            errors[p] = str(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = max(1, settings.extract_batch_size)
+    keys = list(texts)
+    with out.open("w", encoding="utf-8") as fh, typer.progressbar(length=len(docs), label="extracting") as bar:
+        for p, msg in errors.items():
+            fh.write(json.dumps({"source": str(p), "fields": None, "confidence": None, "error": msg}) + "\n")
+            bar.update(1)
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            for p, res in zip(chunk, runtime.extract([texts[k] for k in chunk])):
+                fh.write(json.dumps({"source": str(p), "fields": res.fields, "confidence": res.confidence,
+                                     "grounding": res.grounding}, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
+    typer.echo(f"{len(docs)} document(s) → {out}")
+
+
+def process_documents(paths: list[Path], source: str = "cli") -> list[dict]:
+    """The whole chain in-process with the task code: ingest, batched extract, the four steps."""
+    from invoicechain import pipeline
+    from invoicechain.db.session import init_db, session_scope
+    from invoicechain.db.tables import Invoice, StepRun
+    from invoicechain.decisions import TOOLCHAIN_STEPS, Step
+    from sqlmodel import select
+
+    settings = get_settings()
+    init_db(settings)
+    invoice_of: dict[Path, str] = {}
+    errors: dict[Path, str] = {}
+    for p in paths:
+        try:
+            sub = pipeline.submit_document(p.read_bytes(), p.name, None, source=source, settings=settings)
+            invoice_of[p] = sub.invoice.id
+            pipeline.run_ingest(sub.invoice.id, settings)
+        except pipeline.DocumentRejected as exc:
+            errors[p] = str(exc)
+
+    todo = pipeline.extraction_inputs(list(invoice_of.values()), settings)
+    # Invoices whose ingest stopped them (needs OCR, damaged) are not extracted.
+    with session_scope(settings) as session:
+        todo = {k: v for k, v in todo.items() if session.get(Invoice, k).status == "processing"}
+        for k in list(todo):
+            if session.exec(select(StepRun).where(StepRun.invoice_id == k, StepRun.step == Step.INGEST)).one().decision != "OK":
+                todo.pop(k)
+    if todo:
+        from models.service import load_runtime
+
+        runtime = load_runtime(settings)
+        keys, batch = list(todo), max(1, settings.extract_batch_size)
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            t0 = time.perf_counter()
+            for invoice_id, res in zip(chunk, runtime.extract([todo[k] for k in chunk])):
+                pipeline.save_extraction(invoice_id, res, t0=t0, settings=settings)
+    else:
+        runtime = None
+
+    from workers.tasks import toolchain_proposer  # same mode handling as the workers
+
+    for invoice_id in invoice_of.values():
+        with session_scope(settings) as session:
+            ok = session.get(Invoice, invoice_id).status == "processing"
+        for step in TOOLCHAIN_STEPS:
+            if not ok:
+                break
+            ok = pipeline.run_toolchain_step(invoice_id, step, settings, proposer=toolchain_proposer(step)).proceed
+
+    rows = []
+    with session_scope(settings) as session:
+        for p in paths:
+            if p in errors:
+                rows.append({"source": str(p), "invoice": None, "status": "rejected", "error": errors[p], "fields": None, "steps": {}})
+                continue
+            inv = session.get(Invoice, invoice_of[p])
+            runs = session.exec(select(StepRun).where(StepRun.invoice_id == inv.id)).all()
+            steps = {r.step: {"decision": r.decision, "reasons": r.reasons} for r in runs}
+            rows.append({"source": str(p), "invoice": inv.id, "status": inv.status, "error": inv.error,
+                         "fields": inv.fields, "steps": {s: steps[s] for s in STEP_COLUMNS if s in steps}})
+    return rows
+
+
+@app.command()
+def process(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="PDF or .txt files, or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL output, one line per document.")],
+) -> None:
+    """The whole chain in-process (same task code, no broker); one JSONL line per document."""
+    _offline()
+    docs = _expand(paths)
+    rows = process_documents(docs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    typer.echo(f"{len(rows)} document(s) → {out}")
+
+
+# --- the demo ----------------------------------------------------------------------------
+
+
+def _start_workers(env: dict) -> list[subprocess.Popen]:
+    cmd = [sys.executable, "-m", "invoicechain.cli", "worker"]
+    procs = [
+        subprocess.Popen(cmd + ["--queues", "extract", "--concurrency", "1"], env=env),
+        subprocess.Popen(cmd + ["--queues", "ingest,toolchain", "--concurrency", "2"], env=env),
+    ]
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@app.command()
+def demo(
+    samples: Annotated[Path, typer.Option(help="Folder of invoices to run.")] = SAMPLES,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every invoice.")] = 900,
+) -> None:
+    """Every sample invoice through the whole chain on real Celery workers; prints a table.
+
+    Without REDIS_URL and DATABASE_URL it runs on the embedded default (kombu's filesystem
+    transport and SQLite under the data dir); with them, on Redis and Postgres.
+    """
+    _offline()
+    from rich.console import Console
+    from rich.table import Table
+    from sqlmodel import select
+
+    from invoicechain import pipeline
+    from invoicechain.db.session import init_db, session_scope
+    from invoicechain.db.tables import Invoice, StepRun
+    from invoicechain.decisions import TERMINAL_STATUSES, WAITING_STATUSES
+    from invoicechain.master_data import load_master_data, read_master_data
+    from models.service import ensure_models
+
+    console = Console()
+    settings = get_settings()
+    mode = "embedded (filesystem broker, SQLite)" if settings.embedded else "Redis"
+    console.print(f"[bold]Invoice Toolchain demo[/] · broker: {mode} · database: {settings.resolved_database_url.split('@')[-1]}")
+    init_db(settings)
+    ensure_models(settings)
+    master = samples / "master_data.json"
+    if master.exists():
+        with session_scope(settings) as session:
+            load_master_data(session, read_master_data(master))
+    docs = sorted(p for p in samples.iterdir() if p.suffix.lower() == ".pdf")
+    if not docs:
+        console.print(f"[red]No PDF in {samples}.[/]")
+        raise typer.Exit(1)
+
+    env = dict(os.environ)
+    # Stopped with SIGTERM, the demo still stops its workers (the `finally` below runs).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    procs = _start_workers(env)
+    from workers.chain import enqueue_invoice
+
+    t_start = time.perf_counter()
+    invoice_of = {}
+    try:
+        for p in docs:
+            sub = pipeline.submit_document(p.read_bytes(), p.name, "application/pdf", source="demo", settings=settings)
+            invoice_of[p] = sub.invoice.id
+            if sub.created or sub.invoice.status == "received":
+                enqueue_invoice(sub.invoice.id)
+        done_states = {str(s) for s in TERMINAL_STATUSES | WAITING_STATUSES}
+        with console.status("waiting for the workers ...") as spinner:
+            while True:
+                with session_scope(settings) as session:
+                    states = [session.get(Invoice, i).status for i in invoice_of.values()]
+                finished = sum(s in done_states for s in states)
+                spinner.update(f"{finished}/{len(states)} invoices finished")
+                if finished == len(states):
+                    break
+                if any(p.poll() is not None for p in procs):
+                    console.print("[red]A worker exited; see its log above.[/]")
+                    raise typer.Exit(1)
+                if time.perf_counter() - t_start > timeout:
+                    console.print("[red]Timed out waiting for the workers.[/]")
+                    raise typer.Exit(1)
+                time.sleep(0.5)
+    finally:
+        _stop(procs)
+
+    table = Table(title=f"{len(docs)} invoices in {time.perf_counter() - t_start:.1f} s")
+    for col in ("document", "invoice id", "vendor", "total", *STEP_COLUMNS[2:], "status"):
+        table.add_column(col, overflow="fold")
+    with session_scope(settings) as session:
+        for p, invoice_id in invoice_of.items():
+            inv = session.get(Invoice, invoice_id)
+            f = inv.fields or {}
+            runs = {r.step: r for r in session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id)).all()}
+            cells = []
+            for s in STEP_COLUMNS[2:]:
+                r = runs.get(s)
+                codes = ",".join(x.get("code", "") for x in (r.reasons or []) if isinstance(x, dict))[:40] if r else ""
+                cells.append(f"{r.decision}\n[dim]{codes}[/]" if r else "·")
+            total = f"{f.get('total_amount') or '?'} {f.get('currency') or ''}".strip()
+            table.add_row(p.name, f.get("invoice_id") or "?", (f.get("vendor_name") or "?")[:30], total, *cells, inv.status)
+    console.print(table)
+
+
+# --- sub-commands from the packages ------------------------------------------------------
+
+
+def _register() -> None:
+    from invoicechain.ap.cli import corrections_app, payments_app
+    from models.cli import app as models_app
+    from training.cli import train
+    from training.synth.cli import synth
+
+    app.add_typer(models_app, name="models", help="Base model and adapter registry.")
+    app.add_typer(payments_app, name="payments", help="Payment batches.")
+    app.add_typer(corrections_app, name="corrections", help="Reviewers' corrections as training data.")
+    app.command("train", help="Fine-tune a LoRA adapter on JSONL data.")(train)
+    app.command("synth", help="Generate a synthetic invoice corpus.")(synth)
+
+
+@app.command("db-upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (also done at every start of the API and the workers)."""
+    from invoicechain.db.session import init_db
+
+    init_db()
+    typer.echo("database at the newest schema")
+
+
+try:
+    _register()
+except ImportError as exc:  # a package missing from a partial install should not hide the rest
+    print(f"note: some commands are unavailable ({exc})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,110 @@
+"""One settings object for the whole system, read from the environment and `.env`.
+
+Every variable is documented in the README ("Configuration"). Variables use the
+`INVOICECHAIN_` prefix, except `DATABASE_URL` and `REDIS_URL`, which are also accepted
+bare because every hosting platform sets them that way.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DecisionMode = Literal["rules", "model", "guarded"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INVOICECHAIN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- storage -------------------------------------------------------------------
+    data_dir: Path = Field(Path(".data"), description="Documents, embedded broker, SQLite file.")
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INVOICECHAIN_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; unset means SQLite in data_dir (the embedded default).",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INVOICECHAIN_REDIS_URL", "REDIS_URL"),
+        description="Broker and result backend; unset means kombu's filesystem transport.",
+    )
+
+    # --- API -----------------------------------------------------------------------
+    max_upload_bytes: int = 20 * 1024 * 1024
+    api_token: str | None = Field(None, description="When set, write routes need 'Authorization: Bearer <token>'.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI and the UI reach the API.")
+
+    # --- models --------------------------------------------------------------------
+    model_store: Path | None = Field(None, description="Base models and adapters; default data_dir/models.")
+    base_model: str = Field(
+        "smollm2-135m",
+        description="Name of a provisioned base in the model store, or a path to a local HF causal-LM folder.",
+    )
+    adapters_dir: Path = Field(Path("adapters"), description="Default adapters shipped with the code.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_new_tokens: int = 768
+    max_input_tokens: int = 1536
+    extract_batch_size: int = 16
+    extract_batch_wait_s: float = 0.5
+    adapter_poll_s: float = Field(5.0, description="How often a worker checks the registry for a newly promoted adapter.")
+
+    # --- toolchain -----------------------------------------------------------------
+    validate_mode: DecisionMode = "rules"
+    match_po_mode: DecisionMode = "rules"
+    approval_mode: DecisionMode = "rules"
+    payment_mode: DecisionMode = "rules"
+    approval_policy: Path | None = Field(None, description="YAML approval policy; default the packaged one.")
+    price_tolerance: float = Field(0.02, description="Relative unit-price tolerance for PO matching.")
+    quantity_tolerance: float = Field(0.0, description="Relative quantity tolerance against PO and receipts.")
+    amount_tolerance: float = Field(0.01, description="Absolute tolerance for invoice arithmetic.")
+
+    # --- payments ------------------------------------------------------------------
+    payer_name: str = Field("Invoice Toolchain Buyer", description="Debtor name on exported payment files.")
+    payer_iban: str | None = Field(None, description="Debtor IBAN for pain.001 export (EUR SEPA batches).")
+    payer_bic: str | None = Field(None, description="Debtor BIC for pain.001 export.")
+
+    # --- Celery --------------------------------------------------------------------
+    task_soft_time_limit_s: int = 300
+    task_time_limit_s: int = 360
+    training_time_limit_s: int = 6 * 3600
+    worker_concurrency: int = 2
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the common libpq-style scheme and route it to psycopg 3.
+            if url.startswith("postgres://"):
+                url = "postgresql://" + url[len("postgres://") :]
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'invoicechain.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker service is configured: the filesystem transport is used."""
+        return not self.redis_url
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.data_dir / "documents"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def resolved_model_store(self) -> Path:
+        return self.model_store or (self.data_dir / "models")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

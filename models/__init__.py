@@ -1,0 +1,1 @@
+"""Language-model runtime: base model store, prompts, adapters, constrained batched generation."""

@@ -1,0 +1,247 @@
+"""Adapter registry: versioned LoRA adapters in the AdapterVersion / PromotionDecision tables.
+
+A version moves candidate -> active -> retired. Registering copies the adapter's files
+into the model store (`<store>/adapters/<name>/v<N>`), so a version stays loadable after
+its training folder is gone. Promotion compares one metric with the active version's
+and only activates a better one (or a forced one); every decision is recorded with both
+metrics. Rollback re-activates the version that was active before the current one.
+
+Adapters shipped with the code (`adapters/<name>/`: adapter_config.json,
+adapter_model.safetensors, metrics.json) are registered as version 1, active, for any
+name that has no version yet (`seed_defaults`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, func, select
+
+from invoicechain.db.tables import AdapterVersion, PromotionDecision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from invoicechain.config import Settings
+
+CANDIDATE, ACTIVE, RETIRED = "candidate", "active", "retired"
+DEFAULT_METRIC = "field_exact_match"
+#: Files that make an adapter folder (anything else in the folder is copied along).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _settings(settings: Settings | None) -> Settings:
+    from invoicechain.config import get_settings
+
+    return settings or get_settings()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return all((Path(path) / f).is_file() for f in ADAPTER_FILES)
+
+
+def metric_value(metrics: dict | None, metric: str) -> float | None:
+    """A metric from a metrics dict; dotted names reach into nested dicts ("eval.f1")."""
+    node = metrics or {}
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    try:
+        return float(node)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- queries -----------------------------------------------------------------------------
+
+
+def list_versions(session: Session, name: str | None = None) -> list[AdapterVersion]:
+    """All versions (of one name, or of every name), by name then version."""
+    q = select(AdapterVersion)
+    if name is not None:
+        q = q.where(AdapterVersion.name == name)
+    return list(session.exec(q.order_by(AdapterVersion.name, AdapterVersion.version)))
+
+
+def get_version(session: Session, name: str, version: int) -> AdapterVersion:
+    row = session.exec(
+        select(AdapterVersion).where(AdapterVersion.name == name, AdapterVersion.version == int(version))
+    ).first()
+    if row is None:
+        raise RegistryError(f"adapter {name!r} has no version {version}")
+    return row
+
+
+def active_version(session: Session, name: str) -> AdapterVersion | None:
+    """The active version of an adapter, or None."""
+    return session.exec(
+        select(AdapterVersion).where(AdapterVersion.name == name, AdapterVersion.status == ACTIVE)
+    ).first()
+
+
+def active_versions(session: Session) -> dict[str, AdapterVersion]:
+    """Every adapter name's active version."""
+    rows = session.exec(select(AdapterVersion).where(AdapterVersion.status == ACTIVE))
+    return {row.name: row for row in rows}
+
+
+# --- changes -----------------------------------------------------------------------------
+
+
+def register_version(
+    session: Session,
+    name: str,
+    path: Path | str,
+    base_fingerprint: str,
+    dataset_fingerprint: str | None,
+    metrics: dict | None,
+    params: dict | None,
+    training_job_id: str | None = None,
+    *,
+    status: str = CANDIDATE,
+    settings: Settings | None = None,
+) -> AdapterVersion:
+    """Record a new version of `name` (next number) and copy its files into the store."""
+    src = Path(path)
+    if not is_adapter_dir(src):
+        raise RegistryError(f"{src} is not an adapter folder (needs {', '.join(ADAPTER_FILES)})")
+    store = _settings(settings).resolved_model_store / "adapters" / name
+    for _ in range(5):  # concurrent registrations of one name race for the next number
+        latest = session.exec(select(func.max(AdapterVersion.version)).where(AdapterVersion.name == name)).one()
+        version = (latest or 0) + 1
+        dest = store / f"v{version}"
+        row = AdapterVersion(
+            name=name, version=version, status=status, path=str(dest.resolve()),
+            base_fingerprint=base_fingerprint, dataset_fingerprint=dataset_fingerprint,
+            metrics=metrics or {}, params=params or {}, training_job_id=training_job_id,
+            promoted_at=_now() if status == ACTIVE else None,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            continue
+        break
+    else:
+        raise RegistryError(f"could not allocate a version number for {name!r}")
+    staging = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging, ignore=shutil.ignore_patterns("checkpoint-*", "optimizer.pt", "*.lock"))
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return row
+
+
+def promote(
+    session: Session, name: str, version: int, force: bool = False, metric: str = DEFAULT_METRIC
+) -> PromotionDecision:
+    """Activate a version if its metric beats the active one's (or when forced); record why."""
+    candidate = get_version(session, name, version)
+    active = active_version(session, name)
+    cand_value = metric_value(candidate.metrics, metric)
+    act_value = metric_value(active.metrics, metric) if active else None
+    if active is not None and active.id == candidate.id:
+        promoted, reason = False, f"version {version} is already active"
+    elif force:
+        promoted, reason = True, "forced"
+    elif active is None:
+        promoted, reason = True, "no active version"
+    elif cand_value is None:
+        promoted, reason = False, f"candidate has no {metric}"
+    elif act_value is None:
+        promoted, reason = True, f"active version has no {metric}"
+    elif cand_value > act_value:
+        promoted, reason = True, f"{metric} {cand_value:.4f} > {act_value:.4f}"
+    else:
+        promoted, reason = False, f"{metric} {cand_value:.4f} does not beat active {act_value:.4f}"
+    if promoted:
+        if active is not None:
+            active.status = RETIRED
+            session.add(active)
+        candidate.status = ACTIVE
+        candidate.promoted_at = _now()
+        session.add(candidate)
+    decision = PromotionDecision(
+        adapter=name, candidate_version=candidate.version,
+        active_version=active.version if active else None, metric=metric,
+        candidate_metric=cand_value, active_metric=act_value,
+        promoted=promoted, forced=force, reason=reason[:300],
+    )
+    session.add(decision)
+    session.flush()
+    return decision
+
+
+def rollback(session: Session, name: str) -> AdapterVersion:
+    """Re-activate the version that was active before the current one; the current is retired."""
+    current = active_version(session, name)
+    if current is None:
+        raise RegistryError(f"adapter {name!r} has no active version")
+    q = select(AdapterVersion).where(AdapterVersion.name == name, AdapterVersion.status == RETIRED,
+                                     AdapterVersion.promoted_at.is_not(None))
+    if current.promoted_at is not None:
+        q = q.where(AdapterVersion.promoted_at < current.promoted_at)
+    previous = session.exec(q.order_by(AdapterVersion.promoted_at.desc())).first()
+    if previous is None:
+        raise RegistryError(f"adapter {name!r} has no earlier active version to roll back to")
+    current.status = RETIRED
+    previous.status = ACTIVE  # keeps its promotion time: a second rollback goes further back
+    session.add_all([current, previous])
+    session.add(PromotionDecision(
+        adapter=name, candidate_version=previous.version, active_version=current.version,
+        metric="rollback", promoted=True, forced=True, reason=f"rollback from version {current.version}",
+    ))
+    session.flush()
+    return previous
+
+
+def seed_defaults(
+    session: Session, adapters_dir: Path | None = None, settings: Settings | None = None
+) -> list[AdapterVersion]:
+    """Register the shipped adapters as version 1, active, for names with no version yet."""
+    from models.store import DEFAULT_BASE_FINGERPRINT
+
+    settings = _settings(settings)
+    root = Path(adapters_dir or settings.adapters_dir)
+    if not root.is_dir():
+        return []
+    seeded = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and is_adapter_dir(p)):
+        if session.exec(select(AdapterVersion.id).where(AdapterVersion.name == folder.name)).first():
+            continue
+        info = _read_json(folder / "metrics.json")
+        metrics = info.get("metrics", info)
+        # Training histories are long lists; the registry keeps the summary figures.
+        metrics = {k: v for k, v in metrics.items()
+                   if k not in ("base_fingerprint", "dataset_fingerprint", "params", "base_dir")
+                   and not isinstance(v, list)}
+        params = info.get("params") or _read_json(folder / "params.json") or {}
+        row = register_version(
+            session, folder.name, folder,
+            base_fingerprint=info.get("base_fingerprint") or DEFAULT_BASE_FINGERPRINT,
+            dataset_fingerprint=info.get("dataset_fingerprint"),
+            metrics=metrics, params={**params, "source": "shipped"},
+            status=ACTIVE, settings=settings,
+        )
+        seeded.append(row)
+    return seeded

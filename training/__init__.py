@@ -1,0 +1,1 @@
+"""Training data, LoRA supervised fine-tuning, evaluation and attention metrics."""

@@ -1,0 +1,1 @@
+"""Celery app, one task per pipeline step, chain builder."""
