@@ -395,10 +395,7 @@ def db_upgrade() -> None:
     typer.echo("database at the newest schema")
 
 
-try:
-    _register()
-except ImportError as exc:  # a package missing from a partial install should not hide the rest
-    print(f"note: some commands are unavailable ({exc})", file=sys.stderr)
+_register()
 
 
 if __name__ == "__main__":

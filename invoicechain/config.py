@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
 
     # --- API -----------------------------------------------------------------------
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted upload; over it the API answers 413.")
     api_token: str | None = Field(None, description="When set, write routes need 'Authorization: Bearer <token>'.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI and the UI reach the API.")
 
@@ -47,18 +47,18 @@ class Settings(BaseSettings):
         description="Name of a provisioned base in the model store, or a path to a local HF causal-LM folder.",
     )
     adapters_dir: Path = Field(Path("adapters"), description="Default adapters shipped with the code.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_new_tokens: int = 768
-    max_input_tokens: int = 1536
-    extract_batch_size: int = 16
-    extract_batch_wait_s: float = 0.5
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run: CUDA when present, else CPU.")
+    max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
+    max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
+    extract_batch_size: int = Field(16, gt=0, description="Most documents decoded together by the extract worker.")
+    extract_batch_wait_s: float = Field(0.5, ge=0, description="Longest wait for an extract batch to fill.")
     adapter_poll_s: float = Field(5.0, description="How often a worker checks the registry for a newly promoted adapter.")
 
     # --- toolchain -----------------------------------------------------------------
-    validate_mode: DecisionMode = "rules"
-    match_po_mode: DecisionMode = "rules"
-    approval_mode: DecisionMode = "rules"
-    payment_mode: DecisionMode = "rules"
+    validate_mode: DecisionMode = Field("rules", description="validate_invoice: rules, model or guarded.")
+    match_po_mode: DecisionMode = Field("rules", description="match_po: rules, model or guarded.")
+    approval_mode: DecisionMode = Field("rules", description="run_approval: rules, model or guarded.")
+    payment_mode: DecisionMode = Field("rules", description="trigger_payment: rules, model or guarded.")
     approval_policy: Path | None = Field(None, description="YAML approval policy; default the packaged one.")
     price_tolerance: float = Field(0.02, description="Relative unit-price tolerance for PO matching.")
     quantity_tolerance: float = Field(0.0, description="Relative quantity tolerance against PO and receipts.")
@@ -70,10 +70,10 @@ class Settings(BaseSettings):
     payer_bic: str | None = Field(None, description="Debtor BIC for pain.001 export.")
 
     # --- Celery --------------------------------------------------------------------
-    task_soft_time_limit_s: int = 300
-    task_time_limit_s: int = 360
-    training_time_limit_s: int = 6 * 3600
-    worker_concurrency: int = 2
+    task_soft_time_limit_s: int = Field(300, gt=0, description="Soft time limit of a pipeline task (it then fails with a reason).")
+    task_time_limit_s: int = Field(360, gt=0, description="Hard time limit of a pipeline task.")
+    training_time_limit_s: int = Field(6 * 3600, gt=0, description="Hard time limit of a training job.")
+    worker_concurrency: int = Field(2, gt=0, description="Default worker processes for `invoicechain worker`.")
 
     @property
     def resolved_database_url(self) -> str:

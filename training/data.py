@@ -315,8 +315,17 @@ class Batch:
         )
 
 
-def collate(examples: Sequence[Example], rows: Sequence[Sequence[int]], pad_id: int, packed: bool) -> Batch:
-    """Build a batch from rows of example indices, padding on the right to the longest row.
+#: Batch widths are rounded up to a multiple of this: a few distinct shapes instead of one per
+#: batch, so the CPU kernels' per-shape caches (oneDNN primitives) stay small and warm.
+PAD_MULTIPLE = 64
+
+
+def collate(
+    examples: Sequence[Example], rows: Sequence[Sequence[int]], pad_id: int, packed: bool,
+    pad_multiple: int = PAD_MULTIPLE,
+) -> Batch:
+    """Build a batch from rows of example indices, padding on the right to the longest row
+    (rounded up to `pad_multiple`).
 
     Packed rows restart their position ids at 0 for each example; the padding tail of a
     packed row is given its own positions from 0 so that it forms a separate sequence
@@ -339,6 +348,7 @@ def collate(examples: Sequence[Example], rows: Sequence[Sequence[int]], pad_id: 
         lab_rows.append(labs)
         pos_rows.append(pos)
     width = max(len(r) for r in ids_rows)
+    width = -(-width // pad_multiple) * pad_multiple
     tokens = sum(len(r) for r in ids_rows)
     for ids, labs, pos in zip(ids_rows, lab_rows, pos_rows):
         n = len(ids)

@@ -161,6 +161,7 @@ def run_training_job(
         job.error = None
         job.started_at = job.started_at or _now()
         s.add(job)
+        s.flush()  # written before the row leaves the session (committed on exit)
         s.expunge(job)
 
     work = run_dir(settings, job_id)

@@ -19,6 +19,12 @@ router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
 TERMINAL = {"done", "failed", "cancelled"}
 
 
+def _discard(path) -> None:
+    """A refused upload leaves no file behind."""
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 def _check_jsonl(path) -> None:
     """Reject bad data before anything is queued: every problem with its line number."""
     from training.data import DatasetError, load_jsonl
@@ -67,13 +73,18 @@ async def create_training_job(request: Request, response: Response, session: Ses
         else:
             raise HTTPException(415, "Send JSON or a multipart upload with the JSONL file.")
     except (ValueError, TypeError) as exc:
+        _discard(data_path)
         raise HTTPException(422, f"Bad training job request: {exc}") from exc
+    except HTTPException:
+        _discard(data_path)
+        raise
 
     try:
         from training.jobs import split_params
 
         split_params(body.params, body.adapter)
     except ValueError as exc:
+        _discard(data_path)
         raise HTTPException(422, f"Bad training params: {exc}") from exc
     job = TrainingJob(id=job_id, adapter=body.adapter, data_source=body.data_source,
                       data_path=str(data_path) if data_path else None, params=body.params)

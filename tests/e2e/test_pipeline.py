@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlmodel import Session, create_engine, select
 
-from invoicechain.db.tables import Invoice, Payment, StepRun
+from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, Payment, StepRun
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -216,3 +217,163 @@ def test_corrupt_and_scanned_pdfs_end_with_a_reason(stack, tmp_path):
     assert "OCR" in body["error"]
     ingest = next(s for s in body["steps"] if s["step"] == "ingest")
     assert ingest["decision"] == "NEEDS_OCR"
+
+
+def waiting_invoices(out: Path, seed: int = 2, n: int = 20) -> tuple[Path, Path]:
+    """Two synthetic invoices that stop at run_approval, written to `out` with their master data.
+
+    The first is over the auto-approve limit (fault `approval_above_threshold`); the second
+    is the next shortest of those and the invoices with an unknown PO (a PO exception), which
+    the policy also sends to a person. Short documents first: extraction runs on the CPU.
+    """
+    from training.synth.corpus import render_document, write_document
+    from training.synth.plan import plan_corpus
+
+    plan = plan_corpus(n, seed, fault_rate=1.0)
+    candidates = []
+    for doc in plan.documents:
+        if doc.layout == "multipage" or not doc.faults:
+            continue
+        if doc.faults[0] not in ("approval_above_threshold", "unknown_po"):
+            continue
+        _, text, _ = render_document(doc)
+        candidates.append((len(doc.lines), len(text), doc))
+    candidates.sort(key=lambda c: c[:2])
+    above = next(doc for _, _, doc in candidates if doc.faults == ["approval_above_threshold"])
+    other = next(doc for _, _, doc in candidates if doc is not above)
+    out.mkdir(parents=True, exist_ok=True)
+    for doc in (above, other):
+        write_document(out, doc)
+    (out / "master_data.json").write_text(json.dumps(plan.master_data, ensure_ascii=False), encoding="utf-8")
+    return out / f"{above.name}.pdf", out / f"{other.name}.pdf"
+
+
+def settle_on_truth(base: str, invoice_id: str, truth: dict) -> dict:
+    """The invoice once the chain stops, with the true fields: a reviewer corrects what the model misread."""
+    body = wait_for(base, invoice_id)
+    wrong = {k: v for k, v in truth.items() if (body["fields"] or {}).get(k) != v}
+    if wrong:
+        fix = httpx.patch(f"{base}/v1/invoices/{invoice_id}", timeout=30,
+                          json={"actor": "e2e-reviewer", "reason": "fix extraction", "fields": wrong})
+        assert fix.status_code == 200, (body["status"], fix.text)
+        body = wait_for_change(base, invoice_id, fix.json()["updated_at"])
+    assert body["fields"] == {**body["fields"], **truth}, body
+    return body
+
+
+def test_approval_through_the_api_resumes_the_chain_and_rejection_ends_it(stack, tmp_path):
+    from invoicechain import config
+    from invoicechain.ap.approval import load_policy
+    from invoicechain.master_data import load_master_data, read_master_data
+
+    base, engine = stack["url"], stack["engine"]
+    above_pdf, other_pdf = waiting_invoices(tmp_path / "corpus")
+    with Session(engine) as s:  # the corpus's vendors replace the samples' of the same ids
+        load_master_data(s, read_master_data(tmp_path / "corpus"))
+        s.commit()
+    truth = {p: json.loads(p.with_suffix(".json").read_text()) for p in (above_pdf, other_pdf)}
+    assert truth[above_pdf]["expected"]["run_approval"] == "PENDING_APPROVAL"
+    assert truth[other_pdf]["expected"]["run_approval"] == "PENDING_APPROVAL"
+
+    ids = {}
+    for pdf in (above_pdf, other_pdf):  # both at once: one extraction batch
+        r = submit_pdf(base, pdf)
+        assert r.status_code == 202, r.text
+        ids[pdf] = r.json()["id"]
+    approve_id, reject_id = ids[above_pdf], ids[other_pdf]
+
+    def audit(invoice_id: str) -> list[AuditEntry]:
+        with Session(engine) as s:
+            return list(s.exec(select(AuditEntry).where(AuditEntry.invoice_id == invoice_id).order_by(AuditEntry.id)).all())
+
+    def actions(invoice_id: str) -> list[ApprovalAction]:
+        with Session(engine) as s:
+            return list(s.exec(select(ApprovalAction).where(ApprovalAction.invoice_id == invoice_id)).all())
+
+    def payments(invoice_id: str) -> list[Payment]:
+        with Session(engine) as s:
+            return list(s.exec(select(Payment).where(Payment.invoice_id == invoice_id)).all())
+
+    # Both invoices stop at run_approval and wait for a person: nothing is paid yet.
+    for pdf, invoice_id in ids.items():
+        body = settle_on_truth(base, invoice_id, truth[pdf]["fields"])
+        assert body["status"] == "pending_approval", body
+        assert body["current_step"] == "run_approval"
+        rows = step_rows(engine, invoice_id)
+        assert {k: v.decision for k, v in rows.items() if k in ("validate_invoice", "match_po", "run_approval")} == {
+            k: truth[pdf]["expected"][k] for k in ("validate_invoice", "match_po", "run_approval")
+        }
+        assert "trigger_payment" not in rows
+        assert payments(invoice_id) == []
+    approval_row = step_rows(engine, approve_id)["run_approval"]
+    assert "AMOUNT_ABOVE_THRESHOLD" in [r["code"] for r in approval_row.reasons]
+
+    # Rejecting the second one ends its chain with the reason.
+    r = httpx.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30,
+                   json={"approver": "e2e-controller", "reason": "not ordered by us"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "rejected"
+    [action] = actions(reject_id)
+    assert (action.approver, action.decision, action.reason) == ("e2e-controller", "REJECTED", "not ordered by us")
+    rejected = [e for e in audit(reject_id) if e.action == "reject"]
+    assert len(rejected) == 1 and rejected[0].reason == "not ordered by us"
+    assert rejected[0].before == {"status": "pending_approval"} and rejected[0].after == {"status": "rejected"}
+
+    # A role the policy does not allow is refused and changes nothing.
+    fields = truth[above_pdf]["fields"]
+    policy = load_policy(None, config.Settings(database_url=stack["env"]["DATABASE_URL"]))
+    amount_eur, _ = policy.to_eur(Decimal(fields["total_amount"]), fields["currency"])
+    tier = policy.tier_for(amount_eur)
+    assert amount_eur > policy.auto_approve_limit and tier is not None
+    r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, json={"approver": "e2e-intern", "role": "intern"})
+    assert r.status_code == 403, r.text
+    assert "intern" in r.json()["detail"]
+    assert actions(approve_id) == [] and httpx.get(f"{base}/v1/invoices/{approve_id}").json()["status"] == "pending_approval"
+
+    # The approvers the policy asks for (distinct people) resume the chain at trigger_payment.
+    approvers = [("e2e-manager", "ap_manager"), ("e2e-cfo", "cfo")][: tier.approvers]
+    assert len(approvers) == tier.approvers
+    for i, (who, role) in enumerate(approvers, start=1):
+        r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30,
+                       json={"approver": who, "role": role, "reason": "goods received"})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["id"] == approve_id
+        if i < len(approvers):
+            assert out["status"] == "pending_approval", out
+        else:
+            assert out["status"] in ("processing", "payment_ready"), out
+    body = wait_for(base, approve_id)
+    assert body["status"] == "payment_ready", (body, (stack["logs"] / "toolchain.log").read_text()[-3000:])
+    rows = step_rows(engine, approve_id)
+    assert rows["trigger_payment"].status == "done" and rows["trigger_payment"].decision == "SCHEDULED"
+    assert rows["run_approval"].decision == "PENDING_APPROVAL"  # the rules' verdict; the approvals are their own record
+    [payment] = payments(approve_id)
+    assert payment.currency == fields["currency"]
+    assert Decimal(payment.amount) + Decimal(payment.discount) == Decimal(fields["total_amount"])
+    assert sorted((a.approver, a.role, a.decision) for a in actions(approve_id)) == sorted(
+        (who, role, "APPROVED") for who, role in approvers
+    )
+    approvals = [e for e in audit(approve_id) if e.action == "approve"]
+    assert [e.actor for e in approvals] == [who for who, _ in approvers]
+    assert approvals[-1].step == "run_approval" and approvals[-1].reason == "goods received"
+    assert approvals[-1].after["approvers"] == sorted(who for who, _ in approvers)
+    assert approvals[-1].after["required"] == tier.approvers
+
+    # Approving or rejecting an invoice that is not waiting for a person is a conflict, not an error.
+    r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, json={"approver": "e2e-manager", "role": "ap_manager"})
+    assert r.status_code == 409 and "payment_ready" in r.json()["detail"], r.text
+    r = httpx.post(f"{base}/v1/invoices/{reject_id}/approve", timeout=30, json={"approver": "e2e-manager", "role": "ap_manager"})
+    assert r.status_code == 409 and "rejected" in r.json()["detail"], r.text
+    r = httpx.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30, json={"approver": "e2e-manager", "reason": "again"})
+    assert r.status_code == 409, r.text
+    r = httpx.post(f"{base}/v1/invoices/no-such-invoice/approve", timeout=30,
+                   json={"approver": "e2e-manager", "role": "ap_manager"})
+    assert r.status_code == 404, r.text
+    assert len(payments(approve_id)) == 1 and len(actions(approve_id)) == len(approvers)
+
+    # The rejected invoice stayed rejected while the other was paid: nothing resumed it.
+    body = httpx.get(f"{base}/v1/invoices/{reject_id}", timeout=10).json()
+    assert body["status"] == "rejected"
+    assert "trigger_payment" not in step_rows(engine, reject_id) and payments(reject_id) == []
+    assert len(actions(reject_id)) == 1

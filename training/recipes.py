@@ -1,0 +1,112 @@
+"""The data behind the shipped default adapters, rebuilt deterministically.
+
+    python -m training.recipes extract --out data/extract.jsonl
+    python -m training.recipes toolchain --out data/toolchain.jsonl
+
+`extract`: 220 synthetic invoices (seed 1, at most 1,024 tokens each, every layout) and the
+516 training receipts of SROIE (the 110 held-out receipts are never included).
+`toolchain`: a decision-balanced sample of the rules' decisions on the same synthetic
+corpus: every minority decision (INVALID, NO_MATCH, PARTIAL, PENDING_APPROVAL, HELD) and
+as many majority ones, so the adapter does not learn to answer the common case only.
+
+The training commands that produced `adapters/extract` and `adapters/toolchain` are in
+each adapter's README. Evaluation always uses a different synthetic seed (see
+`benchmarks/accuracy.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Seed of the synthetic training corpus; evaluation uses benchmarks.accuracy.EVAL_SEED.
+TRAIN_SEED = 1
+CORPUS_SIZE = 500
+SYNTH_EXTRACT = 220
+MAX_TOKENS = 1024
+MINORITY = {"INVALID", "NO_MATCH", "PARTIAL", "PENDING_APPROVAL", "HELD", "REJECTED"}
+
+
+def _corpus(folder: Path) -> tuple[Path, Path]:
+    from training.synth.corpus import generate_corpus
+
+    summary = generate_corpus(CORPUS_SIZE, TRAIN_SEED, folder)
+    if summary.toolchain_jsonl is None:
+        raise RuntimeError("the accounts-payable rules are needed to label toolchain records")
+    return summary.extract_jsonl, summary.toolchain_jsonl
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def extract_records(tokenizer, corpus: Path, sroie_root: Path | None = None) -> list[dict]:
+    """Synthetic records that fit in MAX_TOKENS (a fixed random 220) followed by the SROIE training split."""
+    from models.prompts import encode_example
+    from training import sroie
+
+    synth = [r for r in _read(corpus) if len(encode_example(tokenizer, r).input_ids) <= MAX_TOKENS]
+    random.Random(7).shuffle(synth)
+    train, _held = sroie.split_records(sroie_root or sroie.DEFAULT_DIR)
+    return synth[:SYNTH_EXTRACT] + train
+
+
+def _decision(record: dict) -> str | None:
+    out = record["output"]
+    out = json.loads(out) if isinstance(out, str) else out
+    return out.get("decision") if isinstance(out, dict) else None
+
+
+def balanced_toolchain(records: Sequence[dict], seed: int = 7) -> list[dict]:
+    """Every minority decision, and an equal number of majority ones spread over the steps."""
+    minority = [r for r in records if _decision(r) in MINORITY]
+    by_step: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if _decision(r) not in MINORITY:
+            by_step[r["instruction"]].append(r)
+    rng = random.Random(seed)
+    per_step = max(1, len(minority) // max(1, len(by_step)))
+    majority = []
+    for key in sorted(by_step):
+        group = by_step[key]
+        rng.shuffle(group)
+        majority.extend(group[:per_step])
+    out = minority + majority
+    rng.shuffle(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    from training.data import write_jsonl
+
+    parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=["extract", "toolchain"])
+    parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        extract_path, toolchain_path = _corpus(Path(tmp))
+        if args.kind == "extract":
+            from transformers import AutoTokenizer
+
+            base = args.base
+            if base is None:
+                from invoicechain.config import get_settings
+                from models.store import resolve_base
+
+                base = resolve_base(get_settings())
+            records = extract_records(AutoTokenizer.from_pretrained(base), extract_path)
+        else:
+            records = balanced_toolchain(_read(toolchain_path))
+    write_jsonl(records, args.out)
+    print(f"{len(records)} records -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
