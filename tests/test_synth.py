@@ -4,6 +4,9 @@ every layout and fault present and labelled, master data consistent with each fa
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from invoicechain.pdf import PAGE_BREAK, pdf_text
 from invoicechain.schema import InvoiceFields
 from models.prompts import extract_record
 from training.synth.corpus import generate_corpus
+from training.synth.countries import COUNTRIES
 from training.synth.grounding import ungrounded
 from training.synth.money import AUTO_APPROVE_LIMIT_EUR, FX_TO_EUR
 from training.synth.plan import LAYOUTS, plan_corpus
@@ -107,6 +111,63 @@ def test_same_seed_same_files_also_across_processes(corpus, tmp_path):
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:
         assert (corpus / name).read_bytes() == (again / name).read_bytes(), name
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_fresh_interpreter(script: str, args: list[str], hash_seed: int) -> str:
+    """Run `script` in a new interpreter with its own string-hash seed; returns its stdout."""
+    env = dict(os.environ, PYTHONHASHSEED=str(hash_seed),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+GENERATE = """
+import sys
+from pathlib import Path
+from training.synth.corpus import generate_corpus
+generate_corpus(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), processes=int(sys.argv[4]), toolchain=False)
+"""
+
+
+def test_same_seed_same_files_in_separate_runs_and_process_counts(tmp_path):
+    n, seed = 24, 1
+    countries = {d.vendor.country for d in plan_corpus(n, seed).documents}
+    assert {"IT", "DE", "FR"} <= countries
+    one, two = tmp_path / "one-process", tmp_path / "two-processes"
+    _in_fresh_interpreter(GENERATE, [str(n), str(seed), str(one), "1"], hash_seed=1)
+    _in_fresh_interpreter(GENERATE, [str(n), str(seed), str(two), "2"], hash_seed=2)
+    assert (one / "extract.jsonl").read_bytes() == (two / "extract.jsonl").read_bytes()
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    assert sum(name.endswith(".txt") for name in names) == n
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+PARTIES = """
+import json
+from dataclasses import asdict
+from training.synth.countries import COUNTRIES
+from training.synth.parties import make_client, make_vendor
+taken = []
+out = []
+for seed in range(8):
+    for code in COUNTRIES:
+        out.append(asdict(make_vendor(f"V{seed}{code}", code, "office", seed, taken)))
+        out.append(asdict(make_client(code, seed, taken)))
+print(json.dumps(out, ensure_ascii=False))
+"""
+
+
+def test_parties_of_every_country_do_not_depend_on_string_hashing():
+    first = json.loads(_in_fresh_interpreter(PARTIES, [], hash_seed=1))
+    assert {p["country"] for p in first} == set(COUNTRIES)
+    assert first == json.loads(_in_fresh_interpreter(PARTIES, [], hash_seed=2))
 
 
 def test_another_seed_gives_other_documents():

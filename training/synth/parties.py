@@ -16,6 +16,19 @@ from training.synth.formats import printable
 
 _fakers: dict[str, object] = {}
 
+#: Faker word lists that Faker builds by iterating a set of strings: their order, and so what a
+#: seeded draw picks from them, follows the interpreter's string-hash seed (PYTHONHASHSEED).
+HASH_ORDERED_LISTS: dict[str, tuple[str, ...]] = {"it_IT": ("cities",)}
+
+
+def _fix_hash_order(fake, locale: str) -> None:
+    """Give the locale's hash-ordered word lists a fixed (sorted) order on this instance."""
+    for provider in fake.get_providers():
+        for attr in HASH_ORDERED_LISTS.get(locale, ()):
+            values = getattr(provider, attr, None)
+            if isinstance(values, list):
+                setattr(provider, attr, sorted(values))
+
 
 def faker_for(locale: str, seed: int):
     """A Faker for the locale, re-seeded so that what it draws depends on `seed` only."""
@@ -23,7 +36,9 @@ def faker_for(locale: str, seed: int):
 
     fake = _fakers.get(locale)
     if fake is None:
-        fake = _fakers[locale] = Faker(locale)
+        fake = Faker(locale)
+        _fix_hash_order(fake, locale)
+        _fakers[locale] = fake
     fake.seed_instance(seed)
     return fake
 
