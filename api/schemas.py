@@ -46,6 +46,16 @@ class DocumentOut(BaseModel):
     page_count: int | None
 
 
+class ApprovalOut(BaseModel):
+    """A person's approval or rejection of the invoice."""
+
+    approver: str
+    role: str | None
+    decision: str
+    reason: str | None
+    at: datetime
+
+
 class InvoiceOut(BaseModel):
     id: str
     status: str
@@ -57,6 +67,7 @@ class InvoiceOut(BaseModel):
     grounding: dict | None
     document: DocumentOut | None = None
     steps: list[StepOut] = []
+    approvals: list[ApprovalOut] = []
     created_at: datetime
     updated_at: datetime
 

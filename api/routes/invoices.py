@@ -13,6 +13,7 @@ from api.deps import SessionDep, SettingsDep, WriteAccess
 from api.schemas import (
     Accepted,
     ApprovalIn,
+    ApprovalOut,
     CorrectionIn,
     DocumentOut,
     InvoiceOut,
@@ -22,7 +23,7 @@ from api.schemas import (
     TextSubmission,
 )
 from invoicechain import pipeline
-from invoicechain.db.tables import Document, Invoice, StepRun
+from invoicechain.db.tables import ApprovalAction, Document, Invoice, StepRun
 from invoicechain.decisions import ALL_STEPS, InvoiceStatus, Step
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
@@ -32,14 +33,19 @@ _STEP_ORDER = {str(s): i for i, s in enumerate(ALL_STEPS)}
 
 def invoice_out(session: Session, inv: Invoice, steps: bool = True) -> InvoiceOut:
     doc = session.get(Document, inv.document_id)
-    runs = []
+    runs, approvals = [], []
     if steps:
         rows = session.exec(select(StepRun).where(StepRun.invoice_id == inv.id)).all()
         runs = [StepOut.model_validate(r, from_attributes=True) for r in sorted(rows, key=lambda r: _STEP_ORDER.get(r.step, 99))]
+        actions = session.exec(
+            select(ApprovalAction).where(ApprovalAction.invoice_id == inv.id).order_by(ApprovalAction.at)
+        ).all()
+        approvals = [ApprovalOut.model_validate(a, from_attributes=True) for a in actions]
     return InvoiceOut(
         **inv.model_dump(exclude={"document_id", "idempotency_key"}),
         document=DocumentOut.model_validate(doc, from_attributes=True) if doc else None,
         steps=runs,
+        approvals=approvals,
     )
 
 

@@ -313,6 +313,8 @@ def test_approval_through_the_api_resumes_the_chain_and_rejection_ends_it(stack,
                    json={"approver": "e2e-controller", "reason": "not ordered by us"})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "rejected"
+    [shown] = r.json()["approvals"]  # the API shows who rejected it and why
+    assert (shown["approver"], shown["decision"], shown["reason"]) == ("e2e-controller", "REJECTED", "not ordered by us")
     [action] = actions(reject_id)
     assert (action.approver, action.decision, action.reason) == ("e2e-controller", "REJECTED", "not ordered by us")
     rejected = [e for e in audit(reject_id) if e.action == "reject"]
