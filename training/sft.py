@@ -642,6 +642,8 @@ def train_lora(
     tmp_dir = out_dir / ".adapter-tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     model.save_pretrained(tmp_dir)
+    # peft's generated model card is an empty template naming this machine's paths; params.json and metrics.json describe the run.
+    (tmp_dir / "README.md").unlink(missing_ok=True)
     metrics = _summary(config, state, total_steps, device, bf16, stopped, train_ex, eval_ex)
     metrics["dataset_fingerprint"] = fingerprint
     metrics["base_dir"] = str(base_dir)

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -18,18 +14,13 @@ import pytest
 from sqlmodel import Session, create_engine, select
 
 from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, Payment, StepRun
+from tests.e2e.services import free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 WAIT_STATES = {"needs_ocr", "failed", "invalid", "rejected", "payment_held", "payment_ready", "needs_review", "pending_approval"}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sample(expected_status: str | None = None, fault: str | None = None, has_po: bool | None = None) -> Path:
@@ -78,36 +69,20 @@ def stack(tmp_path, pg_url, redis_url, base_model_dir):
     port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
-    cli = [sys.executable, "-m", "invoicechain.cli"]
     procs = {
-        "api": subprocess.Popen(cli + ["api", "--port", str(port)], env=env, cwd=ROOT,
-                                stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT),
-        "toolchain": subprocess.Popen(cli + ["worker", "--queues", "ingest,toolchain", "--concurrency", "2"], env=env, cwd=ROOT,
-                                      stdout=open(logs / "toolchain.log", "w"), stderr=subprocess.STDOUT),
-        "extract": subprocess.Popen(cli + ["worker", "--queues", "extract", "--concurrency", "1"], env=env, cwd=ROOT,
-                                    stdout=open(logs / "extract.log", "w"), stderr=subprocess.STDOUT),
+        "api": spawn("api", ["api", "--port", str(port)], env, logs),
+        "toolchain": spawn("toolchain", ["worker", "--queues", "ingest,toolchain", "--concurrency", "2"], env, logs),
+        "extract": spawn("extract", ["worker", "--queues", "extract", "--concurrency", "1"], env, logs),
     }
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
-        raise RuntimeError("API did not become ready: " + (logs / "api.log").read_text()[-2000:])
+    try:
+        wait_ready(base, procs["api"], logs, timeout=60)
+    except RuntimeError:
+        stop(procs.values())
+        raise
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
     yield {"url": base, "engine": engine, "procs": procs, "logs": logs, "env": env}
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop(procs.values())
     engine.dispose()
 
 
