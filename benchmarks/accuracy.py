@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: Never a training seed (training.recipes.TRAIN_SEED is 1).
+#: Never a training seed (training.recipes.TRAIN_SEEDS).
 EVAL_SEED = 2026
 
 
@@ -61,11 +61,11 @@ def _pct(x) -> str:
 
 def synthetic(args) -> dict:
     from training.evaluate import EVAL_FIELDS, evaluate_extraction
-    from training.recipes import TRAIN_SEED
+    from training.recipes import TRAIN_SEEDS
     from training.synth.corpus import generate_corpus
 
-    if args.seed == TRAIN_SEED:
-        raise SystemExit(f"seed {args.seed} is the training seed: pick another")
+    if args.seed in TRAIN_SEEDS:
+        raise SystemExit(f"seed {args.seed} is a training seed: pick another")
     runtime, path = _runtime(args, "extract")
     with tempfile.TemporaryDirectory() as tmp:
         summary = generate_corpus(args.n, args.seed, Path(tmp), toolchain=False)
@@ -105,11 +105,11 @@ def sroie(args) -> dict:
 
 def toolchain(args) -> dict:
     from training.evaluate import evaluate_toolchain
-    from training.recipes import TRAIN_SEED, balanced_toolchain
+    from training.recipes import TRAIN_SEEDS, balanced_toolchain
     from training.synth.corpus import generate_corpus
 
-    if args.seed == TRAIN_SEED:
-        raise SystemExit(f"seed {args.seed} is the training seed: pick another")
+    if args.seed in TRAIN_SEEDS:
+        raise SystemExit(f"seed {args.seed} is a training seed: pick another")
     runtime, path = _runtime(args, "toolchain")
     with tempfile.TemporaryDirectory() as tmp:
         summary = generate_corpus(args.n, args.seed, Path(tmp))

@@ -62,6 +62,20 @@ def settings(tmp_path, pg_url, monkeypatch):
 
 
 @pytest.fixture
+def session(settings):
+    """A database session on the test database, the accounts-payable master data loaded."""
+    from sqlmodel import Session
+
+    from invoicechain.db.session import get_engine
+    from tests.test_ap_support import load_master
+
+    with Session(get_engine(settings), expire_on_commit=False) as s:
+        load_master(s)
+        s.commit()
+        yield s
+
+
+@pytest.fixture
 def redis_url():
     """The real Redis on a test database number, flushed before and after."""
     import redis

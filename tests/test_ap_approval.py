@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlmodel import Session
 
 from invoicechain.ap.approval import load_policy, run_approval, store_master_policy
 from invoicechain.ap.steps import run_chain
-from invoicechain.db.session import get_engine
 from invoicechain.decisions import Decision, Reason, Step
-from tests.test_ap_support import TODAY, add_invoice, invoice_fields, load_master
-
-
-@pytest.fixture
-def session(settings):
-    with Session(get_engine(settings), expire_on_commit=False) as s:
-        load_master(s)
-        s.commit()
-        yield s
+from tests.test_ap_support import TODAY, add_invoice, invoice_fields
 
 
 def _approval(session, settings, fields):

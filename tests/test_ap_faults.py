@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from invoicechain.ap.steps import run_chain
-from invoicechain.db.session import get_engine
 from invoicechain.db.tables import Payment, StepRun
 from invoicechain.decisions import FAULT_EXPECTATIONS, FAULT_REASONS, Decision, Fault, Reason, Step, expected_for
-from tests.test_ap_support import OTHER_IBAN, TODAY, add_invoice, invoice_fields, lines_for, load_master
+from tests.test_ap_support import OTHER_IBAN, TODAY, add_invoice, invoice_fields, lines_for
 
 # One invoice per fault, built the way the fault appears on a real document.
 FAULT_INVOICES = {
@@ -34,14 +33,6 @@ CLEAN_INVOICES = {
     # A name variant from the vendor master's aliases.
     "vendor_alias": (lambda: invoice_fields(vendor="ACME Industrial"), True),
 }
-
-
-@pytest.fixture
-def session(settings):
-    with Session(get_engine(settings), expire_on_commit=False) as s:
-        load_master(s)
-        s.commit()
-        yield s
 
 
 def _decisions(outcomes) -> dict[str, str | None]:

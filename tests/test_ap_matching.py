@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session
 
 from invoicechain.ap.embeddings import model_dir, similarity_matrix
 from invoicechain.ap.match_po import match_po
 from invoicechain.ap.validate import validate_invoice
 from invoicechain.ap.vendors import resolve_vendor
-from invoicechain.db.session import get_engine
 from invoicechain.decisions import Decision, Reason
-from tests.test_ap_support import TODAY, add_invoice, invoice_fields, lines_for, load_master
-
-
-@pytest.fixture
-def session(settings):
-    with Session(get_engine(settings), expire_on_commit=False) as s:
-        load_master(s)
-        s.commit()
-        yield s
+from tests.test_ap_support import TODAY, add_invoice, invoice_fields, lines_for
 
 
 def test_minilm_comes_from_the_installed_package():

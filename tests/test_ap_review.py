@@ -19,14 +19,6 @@ from tests.test_ap_support import TODAY, add_invoice, invoice_fields, load_maste
 from training.data import check_record
 
 
-@pytest.fixture
-def session(settings):
-    with Session(get_engine(settings), expire_on_commit=False) as s:
-        load_master(s)
-        s.commit()
-        yield s
-
-
 def _steps(session, inv) -> dict[str, str]:
     return {r.step: r.decision for r in session.exec(select(StepRun).where(StepRun.invoice_id == inv.id)).all()}
 

@@ -35,14 +35,6 @@ def _modes(settings, mode: str):
     )
 
 
-@pytest.fixture
-def session(settings):
-    with Session(get_engine(settings), expire_on_commit=False) as s:
-        load_master(s)
-        s.commit()
-        yield s
-
-
 def test_rules_mode_never_calls_the_adapter(session, settings):
     inv = add_invoice(session, invoice_fields())
     proposer = Proposer({})

@@ -132,3 +132,28 @@ def test_synthetic_job_generates_its_corpus(tiny_settings):
         [version] = s.exec(select(AdapterVersion)).all()
         # Generated documents too long for max_seq_len are left out and counted.
         assert version.params["skipped_over_length"] >= 0 and version.params["n"] == 12
+
+
+def test_continue_from_active_trains_from_the_active_version(tiny_settings, tmp_path):
+    path = write_jsonl(invoice_records(24), tmp_path / "d.jsonl")
+    # No active version yet: a clear failure before any training.
+    job_id = make_job(tiny_settings, data_source="upload", data_path=str(path),
+                      params={**TINY_PARAMS, "continue_from_active": True})
+    assert run_training_job(job_id, tiny_settings)["status"] == "failed"
+    assert "has no active version" in get_job(tiny_settings, job_id).error
+    # A path on the worker's disk is not a job parameter.
+    job_id = make_job(tiny_settings, data_source="upload", data_path=str(path),
+                      params={**TINY_PARAMS, "init_adapter": str(tmp_path)})
+    assert run_training_job(job_id, tiny_settings)["status"] == "failed"
+    assert "init_adapter" in get_job(tiny_settings, job_id).error
+
+    first = make_job(tiny_settings, data_source="upload", data_path=str(path), params=TINY_PARAMS)
+    assert run_training_job(first, tiny_settings)["status"] == "done"
+    job_id = make_job(tiny_settings, data_source="upload", data_path=str(path),
+                      params={**TINY_PARAMS, "lora_r": 2, "continue_from_active": True})
+    out = run_training_job(job_id, tiny_settings)
+    assert out["status"] == "done", out
+    with session_scope(tiny_settings) as s:
+        v1, v2 = s.exec(select(AdapterVersion).order_by(AdapterVersion.version)).all()
+        assert v2.params["init_adapter"] == v1.path
+        assert v2.params["lora_r"] == 4  # the rank of the adapter it continued from

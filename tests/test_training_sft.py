@@ -266,3 +266,33 @@ def test_rerun_with_other_settings_refuses_the_old_checkpoints(tiny_model_dir, t
                should_cancel=lambda: True)
     with pytest.raises(ValueError, match="different run"):
         train_lora(tiny_config(lora_r=4, attention_metrics=False), invoice_records(30), tiny_model_dir, out)
+
+
+def test_init_adapter_continues_from_its_weights_and_shape(tiny_model_dir, tmp_path):
+    """Continued training starts from the given adapter: its rank and targets, its weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.sft import add_lora, init_adapter_shape, load_base, trainable_state
+
+    first = train_lora(tiny_config(max_steps=4), invoice_records(24), tiny_model_dir, tmp_path / "first")
+    saved = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+
+    config = init_adapter_shape(tiny_config(lora_r=2, target_modules=["q_proj"], init_adapter=str(first.adapter_dir)))
+    assert config.lora_r == 8 and config.lora_alpha == 16
+    assert {m.rsplit(".", 1)[-1] for m in config.target_modules} == {
+        "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}
+    model, _tok = load_base(tiny_model_dir, "cpu")
+    state = trainable_state(add_lora(model, config))
+    assert len(state) == len(saved)
+    for name, value in state.items():
+        key = name.replace(".default.", ".")
+        assert torch.equal(value, saved[key].float()), name
+
+    # A continued run starts where the first ended: its first eval loss is the first run's last.
+    again = train_lora(tiny_config(max_steps=4, init_adapter=str(first.adapter_dir)), invoice_records(24),
+                       tiny_model_dir, tmp_path / "again")
+    assert again.metrics["eval_loss_first"] < first.metrics["eval_loss_first"]
+
+    with pytest.raises(ValueError, match="holds no adapter_config.json"):
+        init_adapter_shape(tiny_config(init_adapter=str(tmp_path)))

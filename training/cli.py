@@ -38,6 +38,9 @@ def train(
     eval_max_records: Annotated[int, typer.Option(help="Eval documents decoded for the final score.")] = 32,
     register: Annotated[bool, typer.Option(help="Register the adapter as a candidate version and try to promote it.")] = False,
     force: Annotated[bool, typer.Option(help="With --register: promote whatever the metric.")] = False,
+    init_adapter: Annotated[
+        Path | None, typer.Option(help="Continue from this adapter folder's weights (its rank and targets are used).")
+    ] = None,
 ) -> None:
     """Fine-tune a LoRA adapter on JSONL data (resumable: rerun with the same --out after a crash)."""
     import json
@@ -60,7 +63,7 @@ def train(
     modules: list[str] | str = [m.strip() for t in target_modules for m in t.split(",") if m.strip()]
     from pydantic import ValidationError
 
-    from training.sft import TrainConfig, train_lora
+    from training.sft import TrainConfig, init_adapter_shape, train_lora
 
     try:
         config = TrainConfig(
@@ -68,9 +71,10 @@ def train(
             target_modules=modules, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
             batch_size=batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len, eval_every=eval_every,
             eval_fraction=eval_fraction, early_stopping_patience=patience, batch_layout=batch_layout,
-            seed=seed, device=device,
+            seed=seed, device=device, init_adapter=str(init_adapter) if init_adapter else None,
         )
-    except ValidationError as exc:
+        config = init_adapter_shape(config)
+    except (ValidationError, ValueError) as exc:
         console.print(f"[red]Bad option:[/] {exc}")
         raise typer.Exit(2) from exc
 

@@ -28,7 +28,12 @@ from invoicechain.db.tables import TrainingJob
 
 log = logging.getLogger(__name__)
 
-JOB_ONLY_PARAMS = {"n", "fault_rate", "force", "eval_max_records", "dataset", "skipped_over_length"}
+JOB_ONLY_PARAMS = {
+    "n", "fault_rate", "force", "eval_max_records", "dataset", "skipped_over_length", "continue_from_active",
+}
+#: TrainConfig fields a job may not set (a path on the worker's disk); jobs use
+#: `continue_from_active` instead of `init_adapter`.
+FORBIDDEN_PARAMS = {"init_adapter"}
 DEFAULT_EVAL_MAX_RECORDS = 32
 #: Seconds between progress writes to the job row (every evaluation is written too).
 PROGRESS_WRITE_S = 2.0
@@ -66,12 +71,23 @@ def split_params(params: dict | None, adapter: str) -> tuple[dict, dict]:
 
     params = dict(params or {})
     known = set(TrainConfig.model_fields)
-    unknown = sorted(k for k in params if k not in known and k not in JOB_ONLY_PARAMS)
+    unknown = sorted(k for k in params if (k not in known and k not in JOB_ONLY_PARAMS) or k in FORBIDDEN_PARAMS)
     if unknown:
         raise ValueError(f"unknown training params: {', '.join(unknown)}")
     cfg = {k: v for k, v in params.items() if k in known}
     cfg["adapter"] = adapter
     return cfg, {k: v for k, v in params.items() if k in JOB_ONLY_PARAMS}
+
+
+def active_adapter_path(settings: Settings, adapter: str) -> str:
+    """Folder of the adapter's active version (ValueError when it has none)."""
+    from models.registry import active_version
+
+    with session_scope(settings) as s:
+        row = active_version(s, adapter)
+        if row is None:
+            raise ValueError(f"continue_from_active: adapter {adapter!r} has no active version")
+        return row.path
 
 
 def corrections_records(settings: Settings, adapter: str) -> list[dict]:
@@ -176,11 +192,13 @@ def run_training_job(
         from transformers import AutoTokenizer
 
         from models.store import base_fingerprint, resolve_base
-        from training.sft import TrainConfig
+        from training.sft import TrainConfig, init_adapter_shape
 
         cfg_params, job_params = split_params(job.params, job.adapter)
         cfg_params.setdefault("device", settings.device)
-        config = TrainConfig(**cfg_params)
+        if job_params.get("continue_from_active"):
+            cfg_params["init_adapter"] = active_adapter_path(settings, job.adapter)
+        config = init_adapter_shape(TrainConfig(**cfg_params))
         base_dir = resolve_base(settings)
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         records = build_records(job, settings, work, job_params, config.seed, tokenizer, config.max_seq_len)

@@ -1,10 +1,15 @@
 """The data behind the shipped default adapters, rebuilt deterministically.
 
     python -m training.recipes extract --out data/extract.jsonl
+    python -m training.recipes extract-more --out data/extract-more.jsonl
     python -m training.recipes toolchain --out data/toolchain.jsonl
 
 `extract`: 220 synthetic invoices (seed 1, at most 1,024 tokens each, every layout) and the
 516 training receipts of SROIE (the 110 held-out receipts are never included).
+`extract-more`: the second stage of the extract adapter, trained from the first stage's
+weights: synthetic invoices of another seed (3) up to MORE_TOKENS training tokens in all,
+each at most 1,536 tokens (the runtime's window), mixed with a fixed 150 of the SROIE
+training receipts so that the receipts are not forgotten.
 `toolchain`: a decision-balanced sample of the rules' decisions on the same synthetic
 corpus: every minority decision (INVALID, NO_MATCH, PARTIAL, PENDING_APPROVAL, HELD) and
 as many majority ones, so the adapter does not learn to answer the common case only.
@@ -25,6 +30,13 @@ from pathlib import Path
 
 #: Seed of the synthetic training corpus; evaluation uses benchmarks.accuracy.EVAL_SEED.
 TRAIN_SEED = 1
+#: Seed of the second-stage synthetic corpus (extract-more).
+MORE_SEED = 3
+TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED)
+MORE_CORPUS_SIZE = 1200
+MORE_TOKENS = 640_000
+MORE_MAX_TOKENS = 1536
+MORE_SROIE = 150
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
@@ -55,6 +67,29 @@ def extract_records(tokenizer, corpus: Path, sroie_root: Path | None = None) -> 
     return synth[:SYNTH_EXTRACT] + train
 
 
+def extract_more_records(tokenizer, corpus: Path, sroie_root: Path | None = None) -> list[dict]:
+    """Synthetic records of at most MORE_MAX_TOKENS, in corpus order, until MORE_TOKENS, plus
+    a fixed MORE_SROIE of the SROIE training receipts; shuffled together."""
+    from models.prompts import encode_example
+    from training import sroie
+
+    out, used = [], 0
+    for r in _read(corpus):
+        n = len(encode_example(tokenizer, r).input_ids)
+        if n > MORE_MAX_TOKENS:
+            continue
+        if used + n > MORE_TOKENS:
+            break
+        out.append(r)
+        used += n
+    train, _held = sroie.split_records(sroie_root or sroie.DEFAULT_DIR)
+    receipts = list(train)
+    random.Random(11).shuffle(receipts)
+    out += receipts[:MORE_SROIE]
+    random.Random(13).shuffle(out)
+    return out
+
+
 def _decision(record: dict) -> str | None:
     out = record["output"]
     out = json.loads(out) if isinstance(out, str) else out
@@ -80,30 +115,39 @@ def balanced_toolchain(records: Sequence[dict], seed: int = 7) -> list[dict]:
     return out
 
 
+def _tokenizer(base: Path | None):
+    from transformers import AutoTokenizer
+
+    if base is None:
+        from invoicechain.config import get_settings
+        from models.store import resolve_base
+
+        base = resolve_base(get_settings())
+    return AutoTokenizer.from_pretrained(base)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", "toolchain"])
+    parser.add_argument("kind", choices=["extract", "extract-more", "toolchain"])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        extract_path, toolchain_path = _corpus(Path(tmp))
-        if args.kind == "extract":
-            from transformers import AutoTokenizer
+        if args.kind == "extract-more":
+            from training.synth.corpus import generate_corpus
 
-            base = args.base
-            if base is None:
-                from invoicechain.config import get_settings
-                from models.store import resolve_base
-
-                base = resolve_base(get_settings())
-            records = extract_records(AutoTokenizer.from_pretrained(base), extract_path)
+            summary = generate_corpus(MORE_CORPUS_SIZE, MORE_SEED, Path(tmp), toolchain=False)
+            records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl)
         else:
-            records = balanced_toolchain(_read(toolchain_path))
+            extract_path, toolchain_path = _corpus(Path(tmp))
+            if args.kind == "extract":
+                records = extract_records(_tokenizer(args.base), extract_path)
+            else:
+                records = balanced_toolchain(_read(toolchain_path))
     write_jsonl(records, args.out)
     print(f"{len(records)} records -> {args.out}")
 

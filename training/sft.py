@@ -84,6 +84,9 @@ class TrainConfig(BaseModel):
     attention_metrics: bool = True
     #: Eval examples used for the attention metrics at each evaluation.
     attention_examples: int = Field(4, ge=1)
+    #: Adapter folder to start from instead of a fresh LoRA (continued training, e.g. on
+    #: corrections): its rank, alpha and target modules replace the ones above.
+    init_adapter: str | None = None
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -219,10 +222,35 @@ def load_base(base_dir: Path, device: str, bf16: bool = False, attn_implementati
     return model.to(device), tokenizer
 
 
+def init_adapter_shape(config: TrainConfig) -> TrainConfig:
+    """The config with rank, alpha and target modules taken from `init_adapter` (when set).
+
+    Raises ValueError when the folder holds no LoRA adapter.
+    """
+    if not config.init_adapter:
+        return config
+    folder = Path(config.init_adapter)
+    cfg_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not (cfg_file.is_file() and weights.is_file()):
+        raise ValueError(f"init_adapter {folder} holds no adapter_config.json and adapter_model.safetensors")
+    cfg = json.loads(cfg_file.read_text())
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        raise ValueError(f"init_adapter {folder} is a {cfg.get('peft_type')} adapter, not LoRA")
+    targets = cfg.get("target_modules") or config.target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    return config.model_copy(update={
+        "lora_r": int(cfg.get("r", config.lora_r)),
+        "lora_alpha": int(cfg.get("lora_alpha", config.lora_alpha)),
+        "target_modules": sorted(targets) if isinstance(targets, list) else targets,
+    })
+
+
 def add_lora(model, config: TrainConfig):
-    """Wrap the base with a fresh LoRA adapter named after the config's adapter."""
+    """Wrap the base with a LoRA adapter named after the config's adapter: fresh, or the
+    weights of `config.init_adapter` to continue from."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
 
     torch.manual_seed(config.seed)  # the LoRA A matrices are random: make them reproducible
     lora = LoraConfig(
@@ -234,6 +262,17 @@ def add_lora(model, config: TrainConfig):
         bias="none",
     )
     model = get_peft_model(model, lora)
+    if config.init_adapter:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(config.init_adapter) / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, state)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"init_adapter {config.init_adapter} does not fit this base: "
+                f"{len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected"
+            )
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()  # fp32 master weights for what the optimizer updates
@@ -402,6 +441,7 @@ def train_lora(
     import torch
 
     base_dir, out_dir = Path(base_dir), Path(out_dir)
+    config = init_adapter_shape(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     bf16 = bf16_available(device) if config.bf16 == "auto" else bool(config.bf16)
