@@ -214,8 +214,11 @@ def process_documents(paths: list[Path], source: str = "cli") -> list[dict]:
         for i in range(0, len(keys), batch):
             chunk = keys[i : i + batch]
             t0 = time.perf_counter()
-            for invoice_id, res in zip(chunk, runtime.extract([todo[k] for k in chunk])):
-                pipeline.save_extraction(invoice_id, res, t0=t0, settings=settings)
+            results = runtime.extract([todo[k] for k in chunk])
+            model_s = time.perf_counter() - t0
+            for invoice_id, res in zip(chunk, results):
+                step_t0 = pipeline.batched_step_start(model_s, 0.0, len(chunk))
+                pipeline.save_extraction(invoice_id, res, t0=step_t0, model_ms=1000 * model_s, settings=settings)
     else:
         runtime = None
 

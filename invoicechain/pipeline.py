@@ -288,6 +288,14 @@ def extraction_inputs(invoice_ids: list[str], settings: Settings | None = None) 
     return todo
 
 
+def batched_step_start(model_s: float, setup_s: float, batch: int) -> float:
+    """perf_counter start of one document's extract step inside a batch, taken just before it
+    is saved: the batch's model call, plus this document's share of the batch's setup. The
+    step's duration minus the model call is then the document's own bookkeeping, not the
+    saves of the documents before it."""
+    return time.perf_counter() - model_s - setup_s / max(1, batch)
+
+
 def extraction_replay(invoice_id: str, settings: Settings | None = None) -> StepResult | None:
     """The stored result when extraction already ran for this invoice, else None."""
     with session_scope(settings) as session:
@@ -297,8 +305,15 @@ def extraction_replay(invoice_id: str, settings: Settings | None = None) -> Step
     return None
 
 
-def save_extraction(invoice_id: str, result, *, t0: float, settings: Settings | None = None) -> StepResult:
-    """Persist one ExtractionResult (fields, confidence, grounding) as the extract step."""
+def save_extraction(
+    invoice_id: str, result, *, t0: float, model_ms: float | None = None, settings: Settings | None = None
+) -> StepResult:
+    """Persist one ExtractionResult (fields, confidence, grounding) as the extract step.
+
+    The step's duration runs from `t0` (perf_counter) to now. `model_ms` is the wall time of
+    the batched model call the document took part in (default: the result's share of it);
+    see `batched_step_start` for a t0 that leaves out the other documents' bookkeeping.
+    """
     with session_scope(settings) as session:
         inv = session.get(Invoice, invoice_id)
         # Claimed by extraction_inputs when the batch started; claim only if that row is gone.
@@ -313,7 +328,7 @@ def save_extraction(invoice_id: str, result, *, t0: float, settings: Settings | 
         ungrounded = [k for k, g in (result.grounding or {}).items() if isinstance(g, dict) and g.get("grounded") is False]
         reasons = [{"code": "UNGROUNDED_FIELD", "message": f"The value of {k} was not found in the document text."} for k in ungrounded]
         finish_step(
-            session, run, Decision.OK, reasons, t0=t0, model_ms=result.model_ms,
+            session, run, Decision.OK, reasons, t0=t0, model_ms=result.model_ms if model_ms is None else model_ms,
             model_output={"fields": result.fields, "confidence": result.confidence},
             adapter_version=result.adapter_version, mode="model",
         )

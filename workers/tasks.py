@@ -221,7 +221,9 @@ def extract(self, requests: list[SimpleRequest]) -> None:
         by_id.setdefault(req.args[0], []).append(req)
     try:
         todo = pipeline.extraction_inputs(list(by_id))
+        t_model = time.perf_counter()
         results = model_runtime().extract(list(todo.values())) if todo else []
+        model_s = time.perf_counter() - t_model
     except TRANSIENT + (MemoryError,) as exc:
         _requeue_or_fail(self, requests, exc)
         return None
@@ -236,7 +238,8 @@ def extract(self, requests: list[SimpleRequest]) -> None:
     for invoice_id, reqs in by_id.items():
         try:
             if invoice_id in done:
-                result = pipeline.save_extraction(invoice_id, done[invoice_id], t0=t0)
+                step_t0 = pipeline.batched_step_start(model_s, t_model - t0, len(by_id))
+                result = pipeline.save_extraction(invoice_id, done[invoice_id], t0=step_t0, model_ms=1000 * model_s)
             else:  # already extracted (redelivery) or unknown invoice
                 result = pipeline.extraction_replay(invoice_id) or pipeline.StepResult(invoice_id, Step.EXTRACT, None, False)
             for req in reqs:
