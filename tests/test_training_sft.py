@@ -58,6 +58,8 @@ def test_loss_goes_down_and_outputs_are_written(tiny_model_dir, tmp_path):
         assert (adapter / name).is_file(), name
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((adapter / "metrics.json").read_text())["steps"] == 12
+    # The base is named by its folder, not by this machine's path.
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == Path(tiny_model_dir).name
     assert not (tmp_path / "run" / "checkpoints").exists()  # a finished run keeps the adapter only
 
     # Rerunning a finished run (a job cut off during its evaluation) trains nothing again.

@@ -684,9 +684,12 @@ def train_lora(
     model.save_pretrained(tmp_dir)
     # peft's generated model card is an empty template naming this machine's paths; params.json and metrics.json describe the run.
     (tmp_dir / "README.md").unlink(missing_ok=True)
+    # The base is named, not located: the folder moves between machines (its fingerprint is in the registry).
+    cfg_file = tmp_dir / "adapter_config.json"
+    _atomic_write_json(cfg_file, {**json.loads(cfg_file.read_text()), "base_model_name_or_path": base_dir.name})
     metrics = _summary(config, state, total_steps, device, bf16, stopped, train_ex, eval_ex)
     metrics["dataset_fingerprint"] = fingerprint
-    metrics["base_dir"] = str(base_dir)
+    metrics["base_model"] = base_dir.name
     metrics["resumed_from_step"] = resumed_from
     _atomic_write_json(tmp_dir / "metrics.json", metrics)
     _atomic_write_json(tmp_dir / "params.json", config.model_dump())
