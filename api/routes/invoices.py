@@ -7,6 +7,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session, func, select
 
 from api.deps import SessionDep, SettingsDep, WriteAccess
@@ -92,9 +93,12 @@ async def submit_invoice(
         data, filename, declared, allow_text = body.text.encode("utf-8"), body.filename, "text/plain", True
     else:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Send a multipart PDF upload or a JSON body with `text`.")
+    # Storing (database, disk) and enqueueing block: they run in the thread pool, so the
+    # event loop keeps reading other uploads meanwhile.
     try:
-        sub = pipeline.submit_document(
-            data, filename, declared, idempotency_key=idempotency_key, allow_text=allow_text, settings=settings
+        sub = await run_in_threadpool(
+            pipeline.submit_document,
+            data, filename, declared, idempotency_key=idempotency_key, allow_text=allow_text, settings=settings,
         )
     except pipeline.DocumentRejected as exc:
         raise HTTPException(exc.status_code, str(exc)) from exc
@@ -102,7 +106,7 @@ async def submit_invoice(
     response.headers["Location"] = location
     if sub.created or sub.invoice.status == InvoiceStatus.RECEIVED:
         # A stored invoice that never reached the queue is enqueued again on resubmission.
-        _enqueue(sub.invoice.id)
+        await run_in_threadpool(_enqueue, sub.invoice.id)
     if not sub.created:
         response.status_code = status.HTTP_200_OK
     return Accepted(id=sub.invoice.id, status=sub.invoice.status, duplicate=not sub.created, location=location)
