@@ -62,7 +62,9 @@ def main(argv=None) -> None:
     cli = [sys.executable, "-m", "invoicechain.cli"]
     out = work / "process.jsonl"
     t0 = time.perf_counter()
-    subprocess.run(cli + ["process", str(corpus), "--out", str(out)], env=env, cwd=ROOT, check=True)
+    # The PDFs only: the corpus folder also holds each one's .txt, which `process` would read too.
+    pdfs = sorted(str(p) for p in corpus.glob("inv-*.pdf"))
+    subprocess.run(cli + ["process", *pdfs, "--out", str(out)], env=env, cwd=ROOT, check=True)
     seconds = time.perf_counter() - t0
 
     rows = {Path(r["source"]).stem: r for r in map(json.loads, out.read_text().splitlines())}
