@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +29,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -60,6 +52,7 @@ def main() -> None:
     from invoicechain.db.session import init_db, session_scope
     from invoicechain.db.tables import Invoice, StepRun
     from invoicechain.master_data import load_master_data, read_master_data
+    from invoicechain.processes import free_port, spawn, stop, wait_ready
     from training.synth import generate_corpus
 
     work = Path(tempfile.mkdtemp(prefix="ic-bench-"))
@@ -80,25 +73,16 @@ def main() -> None:
     env = dict(os.environ, DATABASE_URL=pg_url, REDIS_URL=args.redis_url, INVOICECHAIN_DATA_DIR=str(work / "data"),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     port = free_port()
-    cli = [sys.executable, "-m", "invoicechain.cli"]
     logs = work / "logs"
     logs.mkdir()
     procs = [
-        subprocess.Popen(cli + ["api", "--port", str(port)], env=env, cwd=ROOT, stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT),
-        subprocess.Popen(cli + ["worker", "--queues", "ingest,toolchain", "--concurrency", str(args.toolchain_concurrency)],
-                         env=env, cwd=ROOT, stdout=open(logs / "toolchain.log", "w"), stderr=subprocess.STDOUT),
-        subprocess.Popen(cli + ["worker", "--queues", "extract", "--concurrency", "1"], env=env, cwd=ROOT,
-                         stdout=open(logs / "extract.log", "w"), stderr=subprocess.STDOUT),
+        spawn("api", ["api", "--port", str(port)], env, logs),
+        spawn("toolchain", ["worker", "--queues", "ingest,toolchain", "--concurrency", str(args.toolchain_concurrency)], env, logs),
+        spawn("extract", ["worker", "--queues", "extract", "--concurrency", "1"], env, logs),
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_ready(base, procs[0], logs, timeout=60)
         # Let the extract worker load its model before the clock starts.
         time.sleep(10)
 
@@ -133,13 +117,7 @@ def main() -> None:
             for st in states:
                 status_counts[st] = status_counts.get(st, 0) + 1
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     # A step's own time is its duration minus the model call it waited on (for `extract`,
     # the batched generation it took part in; see pipeline.batched_step_start).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -265,26 +264,6 @@ def process(
 # --- the demo ----------------------------------------------------------------------------
 
 
-def _start_workers(env: dict) -> list[subprocess.Popen]:
-    cmd = [sys.executable, "-m", "invoicechain.cli", "worker"]
-    procs = [
-        subprocess.Popen(cmd + ["--queues", "extract", "--concurrency", "1"], env=env),
-        subprocess.Popen(cmd + ["--queues", "ingest,toolchain", "--concurrency", "2"], env=env),
-    ]
-    return procs
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 @app.command()
 def demo(
     samples: Annotated[Path, typer.Option(help="Folder of invoices to run.")] = SAMPLES,
@@ -325,7 +304,12 @@ def demo(
     env = dict(os.environ)
     # Stopped with SIGTERM, the demo still stops its workers (the `finally` below runs).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    procs = _start_workers(env)
+    from invoicechain.processes import spawn, stop
+
+    procs = [
+        spawn("extract", ["worker", "--queues", "extract", "--concurrency", "1"], env),
+        spawn("toolchain", ["worker", "--queues", "ingest,toolchain", "--concurrency", "2"], env),
+    ]
     from workers.chain import enqueue_invoice
 
     t_start = time.perf_counter()
@@ -353,7 +337,7 @@ def demo(
                     raise typer.Exit(1)
                 time.sleep(0.5)
     finally:
-        _stop(procs)
+        stop(procs)
 
     table = Table(title=f"{len(docs)} invoices in {time.perf_counter() - t_start:.1f} s")
     for col in ("document", "invoice id", "vendor", "total", *STEP_COLUMNS[2:], "status"):

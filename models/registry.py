@@ -13,8 +13,10 @@ name that has no version yet (`seed_defaults`).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,12 +146,33 @@ def register_version(
         break
     else:
         raise RegistryError(f"could not allocate a version number for {name!r}")
-    staging = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging, ignore=shutil.ignore_patterns("checkpoint-*", "optimizer.pt", "*.lock"))
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
+    _install(src, dest)
     return row
+
+
+def _same_adapter(a: Path, b: Path) -> bool:
+    return all((b / f).is_file() and filecmp.cmp(a / f, b / f, shallow=False) for f in ADAPTER_FILES)
+
+
+def _install(src: Path, dest: Path) -> None:
+    """Copy an adapter folder to `dest` unless an identical adapter is already there.
+
+    Several processes seed the same shipped adapter at start-up (every worker does): the
+    first one's copy is kept and read by the others, never replaced under them. Each
+    writer stages under its own name, so concurrent writers do not mix their files.
+    """
+    if dest.is_dir() and _same_adapter(src, dest):
+        return
+    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    shutil.copytree(src, staging, ignore=shutil.ignore_patterns("checkpoint-*", "optimizer.pt", "*.lock"))
+    if dest.is_dir() and _same_adapter(src, dest):  # another process installed it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        staging.rename(dest)
+    except OSError:  # another process renamed its copy into place first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def promote(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from invoicechain.ap.approval import load_policy, run_approval, store_master_policy
 from invoicechain.ap.steps import run_chain
 from invoicechain.decisions import Decision, Reason, Step

@@ -160,3 +160,19 @@ def test_cli_list_promote_rollback_merge(store_settings, adapters, tiny_model_di
     AutoModelForCausalLM.from_pretrained(out)
     assert AutoTokenizer.from_pretrained(out).chat_template
     assert json.loads((out / "merge.json").read_text())["merged_from"]["adapter"].endswith("v2")
+
+
+def test_an_installed_adapter_is_not_replaced_by_an_identical_copy(adapters, tmp_path):
+    """Every worker seeds the shipped adapters at start: the first copy stays, others read it."""
+    src, other = list(adapters.values())[:2]
+    dest = tmp_path / "store" / "extract" / "v1"
+    dest.parent.mkdir(parents=True)
+    registry._install(src, dest)
+    weights = dest / "adapter_model.safetensors"
+    inode = weights.stat().st_ino
+    registry._install(src, dest)
+    assert weights.stat().st_ino == inode
+    # A different adapter under the same version path does replace it.
+    registry._install(other, dest)
+    assert (dest / "adapter_model.safetensors").read_bytes() == (other / "adapter_model.safetensors").read_bytes()
+    assert not list(dest.parent.glob(".*.tmp"))

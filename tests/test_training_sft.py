@@ -291,7 +291,7 @@ def test_init_adapter_continues_from_its_weights_and_shape(tiny_model_dir, tmp_p
         key = name.replace(".default.", ".")
         assert torch.equal(value, saved[key].float()), name
 
-    # A continued run starts where the first ended: its first eval loss is the first run's last.
+    # A continued run starts where the first ended: its first eval loss is below the first run's first.
     again = train_lora(tiny_config(max_steps=4, init_adapter=str(first.adapter_dir)), invoice_records(24),
                        tiny_model_dir, tmp_path / "again")
     assert again.metrics["eval_loss_first"] < first.metrics["eval_loss_first"]

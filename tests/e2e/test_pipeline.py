@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session, create_engine, select
 
 from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, Payment, StepRun
-from tests.e2e.services import free_port, spawn, stop, wait_ready
+from invoicechain.processes import free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"

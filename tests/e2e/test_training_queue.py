@@ -18,7 +18,7 @@ from sqlmodel import Session, create_engine, select
 
 from invoicechain.db.tables import AdapterVersion, PromotionDecision
 from models.prompts import extract_record
-from tests.e2e.services import free_port, spawn, stop, tail, wait_ready
+from invoicechain.processes import free_port, spawn, stop, tail, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
-"""The processes of a real deployment for end-to-end tests: the API and Celery workers run
-as `invoicechain` subprocesses, each in its own process group so that stopping one also
-ends the worker's pool children, even when the worker has to be killed."""
+"""Running the API and Celery workers as `invoicechain` subprocesses (the demo, the
+end-to-end tests, the pipeline benchmark): each in its own process group, so that stopping
+one also ends a worker's pool children, even when the worker has to be killed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -25,13 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
-    """`python -m invoicechain.cli <args>` in a new session; output goes to `<logs>/<name>.log`."""
+def spawn(name: str, args: list[str], env: dict[str, str], logs: Path | None = None) -> subprocess.Popen:
+    """`python -m invoicechain.cli <args>` in a new session; output goes to `<logs>/<name>.log`,
+    or to this process's own output when `logs` is None."""
+    cmd = [sys.executable, "-m", "invoicechain.cli", *args]
+    if logs is None:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
     with open(logs / f"{name}.log", "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "invoicechain.cli", *args], env=env, cwd=ROOT,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def tail(logs: Path, name: str, chars: int = 3000) -> str:
