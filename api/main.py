@@ -17,9 +17,24 @@ from invoicechain.db.session import init_db
 log = logging.getLogger(__name__)
 
 
+def _warm_broker() -> None:
+    """Load the task modules and open the broker connection now, not on the first upload."""
+    try:
+        import workers.chain  # noqa: F401  (the Celery app and its tasks)
+        from workers.celery_app import app as celery_app
+
+        with celery_app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:  # uploads still store the document and answer 503 on enqueue
+        log.warning("broker not reachable at start: %s", exc)
+
+
 @asynccontextmanager
 async def lifespan(_: FastAPI):
+    from starlette.concurrency import run_in_threadpool
+
     init_db(get_settings())
+    await run_in_threadpool(_warm_broker)
     yield
 
 

@@ -11,10 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DecisionMode = Literal["rules", "model", "guarded"]
+
+
+#: The project folder of the installed code (it holds the shipped `adapters/`).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
@@ -46,7 +50,13 @@ class Settings(BaseSettings):
         "smollm2-135m",
         description="Name of a provisioned base in the model store, or a path to a local HF causal-LM folder.",
     )
-    adapters_dir: Path = Field(Path("adapters"), description="Default adapters shipped with the code.")
+    adapters_dir: Path | None = Field(
+        None,
+        description="Default adapters shipped with the code; unset: the `adapters/` folder of the installed project, whatever the working directory.",
+    )
+    torch_threads: int | None = Field(
+        None, gt=0, description="CPU threads of the model runtime (torch.set_num_threads); unset: torch's default, one per core."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run: CUDA when present, else CPU.")
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
     max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
@@ -74,6 +84,13 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(360, gt=0, description="Hard time limit of a pipeline task.")
     training_time_limit_s: int = Field(6 * 3600, gt=0, description="Hard time limit of a training job.")
     worker_concurrency: int = Field(2, gt=0, description="Default worker processes for `invoicechain worker`.")
+
+    @model_validator(mode="after")
+    def _shipped_adapters(self) -> Settings:
+        # Resolved at load time: a worker started from another folder still finds them.
+        if self.adapters_dir is None:
+            self.adapters_dir = PROJECT_ROOT / "adapters"
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -157,11 +157,19 @@ class StepResult:
     replayed: bool = False  # True: the step had already run; nothing was repeated
 
 
-def claim_step(session: Session, invoice_id: str, step: str) -> StepRun:
-    """The step's row, created or taken over (attempt + 1); rows already done are returned as they are."""
+def claim_step(session: Session, invoice_id: str, step: str, *, deferred: bool = False) -> StepRun:
+    """The step's row, created or taken over (attempt + 1); rows already done are returned as they are.
+
+    `deferred`: a new row is not inserted now but by `finish_step`, in the same transaction, so
+    a step that runs in one transaction writes its row once (one INSERT, not INSERT + UPDATE).
+    A concurrent redelivery then surfaces as an IntegrityError at commit; `_once` runs the step
+    again, and it finds the winner's row done.
+    """
     query = select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.step == step)
     run = session.exec(query).first()
     if run is None:
+        if deferred:
+            return StepRun(invoice_id=invoice_id, step=step)
         try:
             with session.begin_nested():  # a concurrent redelivery may insert the row first
                 run = StepRun(invoice_id=invoice_id, step=step)
@@ -174,8 +182,23 @@ def claim_step(session: Session, invoice_id: str, step: str) -> StepRun:
         run.status = "running"
         run.started_at = utcnow()
         session.add(run)
-        session.flush()
+        if not deferred:
+            session.flush()
     return run
+
+
+def _once(fn):
+    """Run a one-transaction step; when a concurrent delivery of the same step committed its
+    row first (unique (invoice_id, step)), run it again: it then replays the stored result."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except IntegrityError:
+            return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
+    return wrapper
 
 
 def finish_step(
@@ -229,6 +252,7 @@ def fail_invoice(invoice_id: str, step: str | None, reason: str, settings: Setti
 # --- ingest ----------------------------------------------------------------------------
 
 
+@_once
 def run_ingest(invoice_id: str, settings: Settings | None = None) -> StepResult:
     """PDF text and page count; a PDF without a text layer ends `needs_ocr`, a broken one `failed`."""
     settings = settings or get_settings()
@@ -237,7 +261,7 @@ def run_ingest(invoice_id: str, settings: Settings | None = None) -> StepResult:
         inv = session.get(Invoice, invoice_id)
         if inv is None:
             raise LookupError(f"invoice {invoice_id} does not exist")
-        run = claim_step(session, invoice_id, Step.INGEST)
+        run = claim_step(session, invoice_id, Step.INGEST, deferred=True)
         if run.status == "done":
             return StepResult(invoice_id, Step.INGEST, run.decision, run.decision == Decision.OK, replayed=True)
         doc = session.get(Document, inv.document_id)
@@ -339,6 +363,7 @@ def save_extraction(
 # --- toolchain steps -------------------------------------------------------------------
 
 
+@_once
 def run_toolchain_step(invoice_id: str, step: str, settings: Settings | None = None, proposer=None) -> StepResult:
     """Run one accounts-payable step through invoicechain.ap and record it."""
     from invoicechain.ap.steps import run_step
@@ -349,10 +374,9 @@ def run_toolchain_step(invoice_id: str, step: str, settings: Settings | None = N
         inv = session.get(Invoice, invoice_id)
         if inv is None:
             raise LookupError(f"invoice {invoice_id} does not exist")
-        run = claim_step(session, invoice_id, step)
+        run = claim_step(session, invoice_id, step, deferred=True)
         if run.status == "done":
             return StepResult(invoice_id, step, run.decision, inv.status == InvoiceStatus.PROCESSING, replayed=True)
-        set_status(session, inv, InvoiceStatus.PROCESSING, step=step)
         outcome = run_step(step, inv, session, settings, proposer=proposer)
         finish_step(
             session, run, outcome.decision, outcome.reasons, t0=t0, model_ms=outcome.model_ms,
@@ -360,8 +384,8 @@ def run_toolchain_step(invoice_id: str, step: str, settings: Settings | None = N
             agree=outcome.agree, mode=outcome.mode,
             adapter_version=getattr(outcome, "adapter_version", None),
         )
-        if outcome.status:
-            set_status(session, inv, outcome.status, step=step)
+        # One UPDATE of the invoice, after the rules (not one before them and one after).
+        set_status(session, inv, outcome.status or InvoiceStatus.PROCESSING, step=step)
         return StepResult(invoice_id, step, outcome.decision, outcome.status is None)
 
 

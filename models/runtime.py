@@ -192,6 +192,10 @@ class ModelRuntime:
         """A runtime on the configured base with the configured limits."""
         from models.store import resolve_base
 
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         return cls(
             base_dir or resolve_base(settings),
             device=settings.device,

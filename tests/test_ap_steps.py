@@ -191,3 +191,37 @@ def test_pipeline_runs_the_chain_once(settings):
             "validate_invoice": "VALID", "match_po": "MATCHED", "run_approval": "APPROVED", "trigger_payment": "SCHEDULED",
         }
         assert all(r.rules_output and r.mode == "rules" for r in runs)
+
+
+def test_concurrent_deliveries_of_a_pipeline_step_write_one_row(settings):
+    """A step redelivered while its first delivery still runs: both finish, one row, one payment."""
+    from invoicechain import pipeline
+
+    with session_scope(settings) as s:
+        load_master(s)
+        invoice_id = add_invoice(s, invoice_fields()).id
+    for step in (Step.VALIDATE, Step.MATCH_PO, Step.APPROVAL):
+        pipeline.run_toolchain_step(invoice_id, step, settings)
+
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def deliver():
+        try:
+            barrier.wait()
+            results.append(pipeline.run_toolchain_step(invoice_id, Step.PAYMENT, settings))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert [r.decision for r in results] == [Decision.SCHEDULED, Decision.SCHEDULED]
+    with session_scope(settings) as s:
+        runs = s.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.step == Step.PAYMENT)).all()
+        assert len(runs) == 1 and runs[0].status == "done"
+        assert s.exec(select(func.count()).select_from(Payment)).one() == 1
+        assert s.get(Invoice, invoice_id).status == InvoiceStatus.PAYMENT_READY

@@ -81,29 +81,48 @@ class _NameIndex:
     by_core: dict[str, set[str]]
 
 
+#: The last index built in this process and the rows it was built from: rebuilding it means
+#: normalising every name and alias, while reading the rows is one small query.
+_last_index: tuple[tuple, _NameIndex] | None = None
+
+
 def _name_index(session: Session) -> _NameIndex:
-    """The vendor name index, built once per transaction (vendor names change rarely)."""
+    """The vendor name index, read once per transaction and rebuilt only when the rows change."""
+    global _last_index
     txn = session.get_transaction()
     cached = session.info.get("ap.vendor_names")
     if cached is not None and cached[0] is txn and txn is not None:
         return cached[1]
+    rows = tuple(
+        (vid, name, tuple(aliases or ()))
+        for vid, name, aliases in session.exec(select(Vendor.id, Vendor.name, Vendor.aliases).order_by(Vendor.id)).all()
+    )
+    last = _last_index
+    if last is not None and last[0] == rows:
+        index = last[1]
+    else:
+        index = _build_index(rows)
+        _last_index = (rows, index)
+    session.info["ap.vendor_names"] = (txn, index)
+    return index
+
+
+def _build_index(rows: tuple) -> _NameIndex:
     exact: dict[str, str] = {}
     alias: dict[str, str] = {}
     entries: list[tuple[str, str, str]] = []
     by_core: dict[str, set[str]] = {}
-    for vid, name, aliases in session.exec(select(Vendor.id, Vendor.name, Vendor.aliases).order_by(Vendor.id)).all():
+    for vid, name, aliases in rows:
         exact.setdefault(" ".join(name.split()).casefold(), vid)
-        for a in aliases or []:
+        for a in aliases:
             if a:
                 alias.setdefault(" ".join(a.split()).casefold(), vid)
-        for n in [name, *[a for a in (aliases or []) if a]]:
+        for n in [name, *[a for a in aliases if a]]:
             nn = normalize_name(n)
             if nn:
                 entries.append((nn, vid, n))
                 by_core.setdefault(nn, set()).add(vid)
-    index = _NameIndex(exact, alias, entries, by_core)
-    session.info["ap.vendor_names"] = (txn, index)
-    return index
+    return _NameIndex(exact, alias, entries, by_core)
 
 
 def resolve_vendor(session: Session, name: str | None, *, use_embeddings: bool = True) -> VendorMatch:
