@@ -45,7 +45,8 @@ def _runtime(args, adapter: str):
     from models.store import resolve_base
 
     base = args.base or resolve_base(get_settings())
-    runtime = ModelRuntime(Path(base), batch_size=args.batch, max_new_tokens=args.max_new_tokens)
+    runtime = ModelRuntime(Path(base), batch_size=args.batch, max_new_tokens=args.max_new_tokens,
+                           grounded=not args.ungrounded)
     path = args.adapter or ROOT / "adapters" / adapter
     runtime.load_adapter(adapter, Path(path), "benchmark")
     return runtime, path
@@ -93,7 +94,7 @@ def sroie(args) -> dict:
     base = args.base or resolve_base(get_settings())
     path = args.adapter or ROOT / "adapters" / "extract"
     result = sr.score_adapter(Path(base), Path(path), limit=args.limit, batch_size=args.batch,
-                              max_new_tokens=args.max_new_tokens)
+                              max_new_tokens=args.max_new_tokens, grounded=not args.ungrounded)
     print(f"\nExtract adapter `{path}` on {result.get('count')} held-out SROIE receipts, {result['seconds']} s\n")
     print("| SROIE field | schema field | accuracy |\n|---|---|---|")
     for gold, field in sr.FIELD_MAP.items():
@@ -137,6 +138,8 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="sroie: only the first N held-out receipts")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=768)
+    parser.add_argument("--ungrounded", action="store_true",
+                        help="decode with the plain schema grammar, not grounded in each document")
     parser.add_argument("--json", type=Path, default=None, help="also write the full result here")
     args = parser.parse_args(argv)
     result = {"synthetic": synthetic, "sroie": sroie, "toolchain": toolchain}[args.what](args)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         None, gt=0, description="CPU threads of the model runtime (torch.set_num_threads); unset: torch's default, one per core."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run: CUDA when present, else CPU.")
+    grounded_decoding: bool = Field(
+        True,
+        description="Extraction writes amounts and dates only as values the document prints, and names, "
+        "numbers and descriptions only as pieces of its text.",
+    )
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
     max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
     extract_batch_size: int = Field(16, gt=0, description="Most documents decoded together by the extract worker.")

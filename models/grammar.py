@@ -17,12 +17,15 @@ parallel threads, then expanded on the logits' device.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from models.schemas import all_null_document, schema_key
+
+log = logging.getLogger(__name__)
 
 #: JSON options: compact separators, no free whitespace (whitespace is never left to the model).
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
@@ -71,6 +74,27 @@ class GrammarBank:
         with self._lock:
             self._compiled[key] = compiled
         return compiled
+
+    def compile_document(self, schema: dict, text: str) -> CompiledSchema:
+        """The grammar of a strict schema grounded in one document (see `document_grammar`).
+
+        Falls back to the schema's plain grammar if the grounded one does not compile.
+        """
+        import hashlib
+
+        base = self.compile(schema)
+        lark = document_grammar(schema, text)
+        try:
+            grammar = self._ll.LLMatcher.grammar_from_lark(lark)
+            probe = self._ll.LLMatcher(self.ll_tokenizer, grammar)
+            error = probe.get_error() if probe.is_error() else None
+        except ValueError as exc:
+            error = str(exc)
+        if error:
+            log.warning("grounded grammar did not compile, decoding with the plain schema: %.300s", error)
+            return base
+        digest = hashlib.sha256(lark.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return CompiledSchema(f"{base.key}#{digest}", grammar, base.reserve)
 
     def closing_reserve(self, schema: dict) -> int:
         """Tokens kept back to close an answer: the all-null document plus slack.
@@ -204,3 +228,98 @@ def closing_choice(allowed, logits, structural, token_bytes: list[bytes], scanne
         zip(ids, scores),
         key=lambda pair: (closing_score(token_bytes[pair[0]], scanner.in_string, scanner.escaped), pair[1]),
     )[0]
+
+
+# --- grounded decoding ---------------------------------------------------------------------
+
+#: Text fields whose value is a piece of the document's text, written as it is printed.
+#: Left free: addresses (printed over several lines, answered joined by commas), IBANs
+#: (printed in groups, answered without spaces), currencies (a symbol is answered as a code).
+GROUNDED_TEXT_FIELDS = frozenset({
+    "invoice_id", "vendor_name", "client_name", "po_number", "payment_terms",
+    "description", "bic", "account_number", "routing_number",
+})
+
+
+def _lit(text: str) -> str:
+    """A Lark string literal."""
+    return json.dumps(text)
+
+
+def document_grammar(schema: dict, text: str) -> str:
+    """The Lark grammar of a strict schema grounded in one document's text.
+
+    The answer keeps the schema's exact shape (compact JSON, keys in order), but a decimal
+    field may only be one of the numbers the document prints (`models.candidates`), a date
+    field one of its dates, and a GROUNDED_TEXT_FIELDS string a piece of its text (its
+    characters with whitespace runs as one space), each bounded by the schema's maxLength;
+    any of them may be null where the schema allows. A field kind the document offers no
+    value for is null. Everything else is generated from its own JSON schema.
+    """
+    from invoicechain.schema import DATE_PATTERN, DECIMAL_PATTERN
+    from models.candidates import date_candidates, number_candidates, text_chunks
+
+    numbers = number_candidates(text)
+    dates = date_candidates(text)
+    chunks = text_chunks(text)
+    rules: dict[str, str] = {}
+    terminals: dict[str, str] = {}
+
+    def quoted_choice(name: str, values: list[str]) -> str:
+        terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
+        return name
+
+    def substring(limit: int) -> str:
+        name = f"TEXT{limit}"
+        if name not in terminals:
+            terminals[name] = (
+                f'"\\"" (%regex {json.dumps({"substring_chunks": chunks})} & /(.|\\\\.){{0,{limit}}}/) "\\""'
+            )
+        return name
+
+    def free(node: dict) -> str:
+        return "%json " + json.dumps({**node, "x-guidance": JSON_OPTIONS})
+
+    def value(node: dict, name: str) -> str:
+        options = node.get("anyOf")
+        nullable = bool(options) and any(o.get("type") == "null" for o in options)
+        inner = [o for o in options if o.get("type") != "null"] if options else [node]
+        if node.get("type") == "null" or len(inner) != 1:
+            return free(node)
+        inner = inner[0]
+        kind = inner.get("type")
+        expr: str | None
+        if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
+            expr = quoted_choice("NUMBER", numbers) if numbers else None
+        elif kind == "string" and inner.get("pattern") == DATE_PATTERN:
+            expr = quoted_choice("DATE", dates) if dates else None
+        elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
+            expr = substring(int(inner.get("maxLength", 200))) if chunks else None
+        elif kind == "object":
+            expr = obj(inner, name)
+        elif kind == "array" and inner.get("items", {}).get("type") == "object":
+            item = obj(inner["items"], name + "_item")
+            most = int(inner.get("maxItems", 1000))
+            rule = f"list_{name}"
+            rules[rule] = f'"[]" | "[" {item} ("," {item}){{0,{most - 1}}} "]"'
+            expr = rule
+        else:
+            return free(node)
+        if expr is None:  # the document offers nothing this field could be
+            return '"null"' if nullable else free(node)
+        return f'"null" | {expr}' if nullable else expr
+
+    def obj(node: dict, name: str) -> str:
+        parts = []
+        for i, (key, sub) in enumerate(node["properties"].items()):
+            head = ("{" if i == 0 else ",") + json.dumps(key) + ":"
+            parts.append(f"{_lit(head)} ({value(sub, key)})")
+        rule = f"obj_{name}"
+        rules[rule] = " ".join(parts) + ' "}"' if parts else '"{}"'
+        return rule
+
+    start = obj(schema, "root")
+    lines = [f"start: {start}"]
+    lines += [f"{k}: {v}" for k, v in rules.items()]
+    lines += [f"{k}: {v}" for k, v in terminals.items()]
+    return "\n".join(lines) + "\n"

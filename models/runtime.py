@@ -165,6 +165,7 @@ class ModelRuntime:
         window_overlap: int = 128,
         adapter_poll_s: float = 5.0,
         fast_forward: bool = True,
+        grounded: bool = True,
     ):
         self.base_dir = Path(base_dir)
         self._requested_device = device
@@ -175,6 +176,7 @@ class ModelRuntime:
         self.window_overlap = window_overlap
         self.adapter_poll_s = adapter_poll_s
         self.fast_forward = fast_forward
+        self.grounded = grounded
         self._lock = threading.RLock()
         self._model = None  # the base, or the peft model wrapping it
         self._peft = None
@@ -203,6 +205,7 @@ class ModelRuntime:
             max_input_tokens=settings.max_input_tokens,
             batch_size=settings.extract_batch_size,
             adapter_poll_s=settings.adapter_poll_s,
+            grounded=settings.grounded_decoding,
         )
 
     # --- loading -------------------------------------------------------------------------
@@ -398,20 +401,25 @@ class ModelRuntime:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def generate(
-        self, requests: list[tuple[str | None, str, dict]], max_new_tokens: int | None = None
+        self, requests: list[tuple[str | None, str, Any]], max_new_tokens: int | None = None
     ) -> list[Generation]:
-        """Constrained greedy answers for (adapter name or None, full prompt text, JSON schema)."""
+        """Constrained greedy answers for (adapter name or None, full prompt text, JSON schema
+        or a grammar compiled by the runtime's grammar bank)."""
         from models.decoding import DecodeRequest
+        from models.grammar import CompiledSchema
+        from models.schemas import schema_key
 
         self.load()
         compiled = {}
         decode_requests, labels = [], []
         for adapter, prompt, schema in requests:
-            from models.schemas import schema_key
-
-            key = schema_key(schema)
-            if key not in compiled:
-                compiled[key] = self._bank.compile(schema)
+            if isinstance(schema, CompiledSchema):
+                key = schema.key
+                compiled[key] = schema
+            else:
+                key = schema_key(schema)
+                if key not in compiled:
+                    compiled[key] = self._bank.compile(schema)
             a = self._adapters.get(adapter) if adapter else None
             labels.append(f"{adapter}:{a.version}" if a else None)
             decode_requests.append(
@@ -513,7 +521,9 @@ class ModelRuntime:
             spans = self.windows(text)
             doc_windows.append(spans)
             for s, e in spans:
-                requests.append((adapter, render_prompt(self._tokenizer, EXTRACT_INSTRUCTION, text[s:e]), schema))
+                window = text[s:e]
+                grammar = self._bank.compile_document(schema, window) if self.grounded else schema
+                requests.append((adapter, render_prompt(self._tokenizer, EXTRACT_INSTRUCTION, window), grammar))
                 owners.append((doc_index, s, e))
         gens = self.generate(requests) if requests else []
         per_doc: list[list[dict]] = [[] for _ in texts]

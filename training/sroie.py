@@ -272,7 +272,7 @@ def stats(tokenizer, root: Path = DEFAULT_DIR) -> dict:
 
 def score_adapter(
     base_dir: Path, adapter_dir: Path | None, root: Path = DEFAULT_DIR, limit: int | None = None,
-    device: str = "auto", batch_size: int = 8, max_new_tokens: int = 768,
+    device: str = "auto", batch_size: int = 8, max_new_tokens: int = 768, grounded: bool = True,
 ) -> dict:
     """Extract the held-out receipts with the runtime (with the adapter, or the bare base) and score them."""
     import time
@@ -281,7 +281,8 @@ def score_adapter(
 
     _, held = split_records(root)
     held = held[:limit] if limit else held
-    runtime = ModelRuntime(Path(base_dir), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    runtime = ModelRuntime(Path(base_dir), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           grounded=grounded)
     name = "extract"
     if adapter_dir is not None:
         runtime.load_adapter(name, Path(adapter_dir), "heldout-eval")

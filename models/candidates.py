@@ -1,0 +1,139 @@
+"""What a document can give each field: its own numbers and dates in canonical form, and
+its own text.
+
+Grounded decoding (`models.grammar.document_grammar`) lets the model write an amount or a
+date only as one of the values printed in the document, and a name, number or description
+only as a piece of the document's text. The model still chooses which value goes where;
+the grammar only rules out what the document does not say: a dropped digit, a
+`3.3333` for a printed `3.333,85`, an invented date, a misspelt name.
+
+* Numbers: every digit run with `,` `.` `'` or space grouping is read in each way it can be
+  meant (`1.234` is 1234 or 1.234; `1.234,56` is 1234.56; `7,5` is 7.5), with either sign
+  (credit notes and discounts print signs in several ways).
+* Dates: numeric dates (`/` `.` `-` separators, two- or four-digit years) in each order
+  they can be meant (day first, month first, year first), and dates with a month name in
+  any language dateparser knows (`14. März 2026`, `March 14th, 2026`, `14-MAR-18`).
+* Text: the document's characters with runs of whitespace as one space, each JSON-escaped
+  (so a value can start or end anywhere but never splits an escape).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+#: The canonical amount of the schema: up to 9 integer digits and 4 decimals.
+_CANONICAL = re.compile(r"^-?[0-9]{1,9}(\.[0-9]{1,4})?$")
+_NUMBER = re.compile(r"(?<![0-9])[0-9]{1,3}(?:[,.' \u00a0\u202f][0-9]{3})*(?:[.,][0-9]{1,4})?(?![0-9])|(?<![0-9])[0-9]+(?:[.,][0-9]{1,4})?(?![0-9])")
+_NUMERIC_DATE = re.compile(r"(?<![0-9])([0-9]{1,4})([./-])([0-9]{1,2})\2([0-9]{2,4})(?![0-9])")
+_WORD = r"[^\W\d_]{3,12}\.?"
+_TEXT_DATES = (
+    re.compile(r"(?<![0-9])[0-9]{1,2}(?:st|nd|rd|th)?\.?[\s-]*" + _WORD + r",?[\s-]*[0-9]{2,4}(?![0-9])"),
+    re.compile(_WORD + r"\s*[0-9]{1,2}(?:st|nd|rd|th)?,?\s*[0-9]{4}(?![0-9])"),
+    re.compile(r"(?<![0-9])[0-9]{1,2}\s+de\s+" + _WORD + r"\s+de\s+[0-9]{4}(?![0-9])"),
+)
+_LANGUAGES = ["en", "de", "fr", "nl", "es", "it", "ms", "pt", "sv", "da"]
+
+
+def _canonical(value: Decimal) -> str | None:
+    text = f"{value:f}"
+    return text if _CANONICAL.match(text) else None
+
+
+def _readings(token: str) -> set[Decimal]:
+    """Every number a printed digit group can mean."""
+    out: set[Decimal] = set()
+    seps = [c for c in token if not c.isdigit()]
+    digits_only = re.sub(r"[^0-9]", "", token)
+
+    def add(text: str) -> None:
+        try:
+            out.add(Decimal(text))
+        except InvalidOperation:
+            pass
+
+    if not seps:
+        add(token)
+        return out
+    last = max(token.rfind("."), token.rfind(","))
+    tail = token[last + 1 :]
+    head = token[:last]
+    # The last separator as a decimal point, every earlier one as grouping.
+    if token[last] in ".," and len(tail) <= 4:
+        add(re.sub(r"[^0-9]", "", head) + "." + tail)
+    # Every separator as grouping (`1.234`, `1,234,567`, `1 234`).
+    if all(len(g) == 3 for g in re.split(r"[,.' \u00a0\u202f]", token)[1:]):
+        add(digits_only)
+    return out
+
+
+def number_candidates(text: str) -> list[str]:
+    """Canonical decimal strings of every number the text prints, with both signs."""
+    found: set[str] = set()
+    for m in _NUMBER.finditer(text or ""):
+        token = m.group(0)
+        parts = [token, *re.split(r"[ \u00a0\u202f]", token)] if re.search(r"[ \u00a0\u202f]", token) else [token]
+        for part in parts:
+            for value in _readings(part):
+                for v in (value, -value):
+                    c = _canonical(v)
+                    if c is not None and c != "-0" and not c.startswith("-0.0000"):
+                        found.add(c)
+    return sorted(found, key=lambda s: (len(s), s))
+
+
+def _valid(y: int, m: int, d: int) -> str | None:
+    if y < 100:
+        y += 2000
+    try:
+        return date(y, m, d).isoformat() if 1900 <= y <= 2100 else None
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _parse_text_date(span: str) -> str | None:
+    import dateparser
+
+    settings = {"STRICT_PARSING": True, "PREFER_DAY_OF_MONTH": "first", "RETURN_AS_TIMEZONE_AWARE": False}
+    try:
+        parsed = dateparser.parse(span, languages=_LANGUAGES, settings=settings)
+    except Exception:  # dateparser raises on odd inputs; the span is then not a date
+        return None
+    return _valid(parsed.year, parsed.month, parsed.day) if parsed else None
+
+
+def date_candidates(text: str) -> list[str]:
+    """ISO dates of every date the text prints, in every order a numeric date can be read."""
+    found: set[str] = set()
+    text = text or ""
+    for m in _NUMERIC_DATE.finditer(text):
+        a, _, b, c = m.groups()
+        ia, ib, ic = int(a), int(b), int(c)
+        if len(a) == 4:
+            options = [(ia, ib, ic)]
+        elif len(a) <= 2:
+            options = [(ic, ib, ia), (ic, ia, ib)]  # day first, month first
+        else:
+            options = []
+        for y, mo, d in options:
+            if len(c) == 3:
+                continue
+            iso = _valid(y, mo, d)
+            if iso:
+                found.add(iso)
+    for pattern in _TEXT_DATES:
+        for m in pattern.finditer(text):
+            iso = _parse_text_date(" ".join(m.group(0).replace("-", " ").split()))
+            if iso:
+                found.add(iso)
+    return sorted(found)
+
+
+def text_chunks(text: str) -> list[str]:
+    """The text's characters, whitespace runs as one space, each JSON-escaped (one chunk each)."""
+    flat = " ".join((text or "").split())
+    return [json.dumps(ch, ensure_ascii=False)[1:-1] for ch in flat]

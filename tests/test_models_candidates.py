@@ -1,0 +1,164 @@
+"""Grounded decoding: the values a document offers, and the per-document grammar built on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.candidates import date_candidates, number_candidates, text_chunks
+from models.grammar import document_grammar
+from models.prompts import dump_output
+from models.schemas import all_null_document, invoice_json_schema
+
+INVOICE = """Logan-Schmitt Inc.
+Hauptstraße 5, 10115 Berlin
+Rechnung Nr. RE-2026-0042        Datum: 14. März 2026
+Fällig: 13.04.2026
+Kunde: de Swart B.V.
+27" Monitor   2   1.234,50   2.469,00
+Summe netto 3.333,85
+MwSt 19% 633,43
+Gesamt EUR 3.967,28
+"""
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Total 1,234.56", "1234.56"),
+        ("Gesamt 1.234,56", "1234.56"),
+        ("Summe 3.333,85", "3333.85"),
+        ("Menge 7,5 kg", "7.5"),
+        ("1 234,50 EUR", "1234.50"),
+        ("CHF 12'500.00", "12500.00"),
+        ("Rabatt -50.00", "-50.00"),
+        ("Discount 50.00", "-50.00"),  # a discount may be answered with either sign
+    ],
+)
+def test_numbers_are_read_in_every_way_they_can_be_meant(text, expected):
+    assert expected in number_candidates(text)
+
+
+def test_a_number_is_never_cut_or_invented():
+    values = number_candidates("Summe 3.333,85 und 80 Stück")
+    assert "3.3333" not in values and "80040" not in values and "33" not in values
+    assert {"3333.85", "80", "-80"} <= set(values)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Datum: 12/04/2024", {"2024-04-12", "2024-12-04"}),
+        ("Fällig: 13.04.2026", {"2026-04-13"}),
+        ("2026-03-14", {"2026-03-14"}),
+        ("Datum: 14. März 2026", {"2026-03-14"}),
+        ("Date: March 14th, 2026", {"2026-03-14"}),
+        ("Fecha de factura: 10 de octubre de 2026", {"2026-10-10"}),
+        ("14-MAR-18", {"2018-03-14"}),
+    ],
+)
+def test_dates_are_read_in_every_order_and_language(text, expected):
+    assert expected <= set(date_candidates(text))
+
+
+def test_impossible_dates_are_not_candidates():
+    assert date_candidates("31/02/2026 and 99.99.9999") == []
+
+
+def test_text_chunks_escape_each_character_once():
+    chunks = text_chunks('27" monitor\n\n  \\ end')
+    assert chunks[2] == '\\"'
+    assert "".join(chunks) == json.dumps('27" monitor \\ end')[1:-1]
+
+
+def _matcher(tokenizer, grammar_text: str):
+    import llguidance
+    import llguidance.hf
+
+    grammar = llguidance.LLMatcher.grammar_from_lark(grammar_text)
+    matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer), grammar)
+    assert not matcher.is_error(), matcher.get_error()
+    return matcher
+
+
+def _accepts(tokenizer, grammar_text: str, answer: dict) -> bool:
+    matcher = _matcher(tokenizer, grammar_text)
+    ids = tokenizer(dump_output(answer), add_special_tokens=False)["input_ids"]
+    return bool(matcher.consume_tokens(ids)) and matcher.is_accepting()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _answer(**fields) -> dict:
+    answer = all_null_document(invoice_json_schema())
+    answer.update(fields)
+    return answer
+
+
+def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), INVOICE)
+    item = {"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}
+    right = _answer(
+        invoice_id="RE-2026-0042", vendor_name="Logan-Schmitt Inc.", client_name="de Swart B.V.",
+        vendor_address="Hauptstraße 5, 10115 Berlin", invoice_date="2026-03-14", due_date="2026-04-13",
+        currency="EUR", subtotal="3333.85", tax="633.43", total_amount="3967.28", line_items=[item],
+    )
+    assert _accepts(tokenizer, grammar, right)
+    assert _accepts(tokenizer, grammar, all_null_document(invoice_json_schema()))
+    for wrong in (
+        {"client_name": "De Swart B.V."},  # not as printed
+        {"vendor_name": "Log-2888135"},  # not in the text
+        {"subtotal": "3.3333"},  # a mangled amount
+        {"total_amount": "3967.29"},  # an amount the document does not print
+        {"invoice_date": "2026-03-15"},  # an invented date
+        {"line_items": [{**item, "quantity": "80040"}]},
+    ):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    # Fields left free: an address is answered joined by commas, a currency as its code.
+    assert _accepts(tokenizer, grammar, {**right, "vendor_address": "anything, really", "currency": "USD"})
+
+
+def test_a_document_without_numbers_or_dates_only_allows_null_there(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), "no figures here at all")
+    assert _accepts(tokenizer, grammar, _answer(vendor_name="figures"))
+    assert not _accepts(tokenizer, grammar, _answer(total_amount="1.00"))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date="2026-01-01"))
+    assert _accepts(tokenizer, grammar, all_null_document(invoice_json_schema()))
+
+
+def test_every_gold_answer_of_a_synthetic_corpus_is_admitted(tokenizer, tmp_path):
+    from training.synth.corpus import generate_corpus
+
+    summary = generate_corpus(24, 515, tmp_path, processes=1, toolchain=False)
+    records = [json.loads(line) for line in Path(summary.extract_jsonl).read_text().splitlines()]
+    assert len(records) == 24
+    for r in records:
+        gold = r["output"] if isinstance(r["output"], dict) else json.loads(r["output"])
+        assert _accepts(tokenizer, document_grammar(invoice_json_schema(), r["input"]), gold), r["input"][:200]
+
+
+def test_grounded_extraction_writes_only_document_values(tiny_model_dir):
+    """Even a random model, under the grounded grammar, writes only what the document holds."""
+    from models.runtime import ModelRuntime
+
+    runtime = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32", max_new_tokens=400)
+    [result] = runtime.extract([INVOICE])
+    fields = result.fields
+    flat = " ".join(INVOICE.split())
+    numbers, dates = set(number_candidates(INVOICE)), set(date_candidates(INVOICE))
+    for key in ("invoice_id", "vendor_name", "client_name", "po_number", "payment_terms"):
+        assert fields[key] is None or fields[key] in flat, (key, fields[key])
+    for key in ("subtotal", "discount", "shipping", "tax", "total_amount"):
+        assert fields[key] is None or fields[key] in numbers, (key, fields[key])
+    for key in ("invoice_date", "due_date"):
+        assert fields[key] is None or fields[key] in dates, (key, fields[key])
+    for item in fields["line_items"]:
+        assert item["description"] in flat
+        assert all(item[k] is None or item[k] in numbers for k in ("quantity", "unit_price", "amount"))
