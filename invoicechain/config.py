@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # --- Celery --------------------------------------------------------------------
     task_soft_time_limit_s: int = Field(300, gt=0, description="Soft time limit of a pipeline task (it then fails with a reason).")
     task_time_limit_s: int = Field(360, gt=0, description="Hard time limit of a pipeline task.")
+    extract_time_per_doc_s: int = Field(
+        120, ge=0,
+        description="Time an extract batch gets per document on top of the task limits (a batch of N "
+        "documents has soft limit task_soft_time_limit_s + N x this).",
+    )
     training_time_limit_s: int = Field(6 * 3600, gt=0, description="Hard time limit of a training job.")
     worker_concurrency: int = Field(2, gt=0, description="Default worker processes for `invoicechain worker`.")
 
@@ -108,6 +113,11 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
             return url
         return f"sqlite:///{(self.data_dir / 'invoicechain.db').resolve()}"
+
+    def extract_time_limits(self, documents: int) -> tuple[int, int]:
+        """(soft, hard) time limit of an extract batch of `documents` documents."""
+        extra = self.extract_time_per_doc_s * max(1, documents)
+        return self.task_soft_time_limit_s + extra, self.task_time_limit_s + extra
 
     @property
     def embedded(self) -> bool:

@@ -29,7 +29,8 @@ TASK_ROUTES = {
 
 
 def broker_settings(settings: Settings) -> dict:
-    visibility = max(settings.task_time_limit_s, settings.training_time_limit_s) + 600
+    longest = max(settings.extract_time_limits(settings.extract_batch_size)[1], settings.training_time_limit_s)
+    visibility = max(settings.task_time_limit_s, longest) + 600
     if settings.redis_url:
         return {
             "broker_url": settings.redis_url,

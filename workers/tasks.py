@@ -183,8 +183,12 @@ class ExtractBatches(Batches):
             for req in acks_late:
                 req.acknowledge()
 
+        # The time limits grow with the batch: one limit for a whole batch would fail every
+        # invoice of a large batch on a slow machine.
+        soft, hard = get_settings().extract_time_limits(len(requests))
         return self._pool.apply_async(
-            apply_batches_task, (self, (simple,), 0, None), accept_callback=on_accepted, callback=on_return
+            apply_batches_task, (self, (simple,), 0, None), accept_callback=on_accepted, callback=on_return,
+            soft_timeout=soft, timeout=hard,
         )
 
 
