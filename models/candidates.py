@@ -13,8 +13,10 @@ the grammar only rules out what the document does not say: a dropped digit, a
 * Dates: numeric dates (`/` `.` `-` separators, two- or four-digit years) in each order
   they can be meant (day first, month first, year first), and dates with a month name in
   any language dateparser knows (`14. März 2026`, `March 14th, 2026`, `14-MAR-18`).
-* Text: the document's characters with runs of whitespace as one space, each JSON-escaped
-  (so a value can start or end anywhere but never splits an escape).
+* Currencies: ISO 4217 codes printed in the text, and the codes its signs can stand for
+  (`$` is USD, AUD, CAD, ...; `kr` is SEK, NOK, DKK or ISK).
+* Text: the document's words and separators, whitespace runs as one space, each
+  JSON-escaped (a value holds whole words as printed and never splits an escape).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _TEXT_DATES = (
     re.compile(_WORD + r"\s*[0-9]{1,2}(?:st|nd|rd|th)?,?\s*[0-9]{4}(?![0-9])"),
     re.compile(r"(?<![0-9])[0-9]{1,2}\s+de\s+" + _WORD + r"\s+de\s+[0-9]{4}(?![0-9])"),
 )
+_PIECE = re.compile(r" |[,;:()\[\]]|[^ ,;:()\[\]]+")
 _LANGUAGES = ["en", "de", "fr", "nl", "es", "it", "ms", "pt", "sv", "da"]
 
 
@@ -133,7 +136,45 @@ def date_candidates(text: str) -> list[str]:
     return sorted(found)
 
 
+#: Currency signs and the ISO 4217 codes each can stand for.
+_SIGNS: dict[str, tuple[str, ...]] = {
+    "US$": ("USD",), "A$": ("AUD",), "AU$": ("AUD",), "C$": ("CAD",), "CA$": ("CAD",), "NZ$": ("NZD",),
+    "S$": ("SGD",), "HK$": ("HKD",), "R$": ("BRL",), "$": ("USD", "AUD", "CAD", "NZD", "SGD", "HKD", "MXN"),
+    "€": ("EUR",), "£": ("GBP",), "¥": ("JPY", "CNY"), "₹": ("INR",), "₩": ("KRW",), "₺": ("TRY",),
+    "₪": ("ILS",), "฿": ("THB",), "₱": ("PHP",), "₫": ("VND",), "₦": ("NGN",), "zł": ("PLN",), "Kč": ("CZK",),
+}
+#: Signs written as words: only whole words count.
+_SIGN_WORDS: dict[str, tuple[str, ...]] = {
+    "kr": ("SEK", "NOK", "DKK", "ISK"), "Kr": ("SEK", "NOK", "DKK", "ISK"), "Fr": ("CHF",), "Ft": ("HUF",),
+    "RM": ("MYR",), "Rp": ("IDR",), "lei": ("RON",), "euro": ("EUR",), "euros": ("EUR",), "Euro": ("EUR",),
+}
+
+
+@lru_cache(maxsize=1)
+def _iso_codes() -> frozenset[str]:
+    import pycountry
+
+    return frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
+def currency_candidates(text: str) -> list[str]:
+    """ISO 4217 codes the text prints, and the codes its currency signs can stand for."""
+    text = text or ""
+    found = {w for w in re.findall(r"(?<![A-Za-z])[A-Z]{3}(?![A-Za-z])", text) if w in _iso_codes()}
+    for sign, codes in _SIGNS.items():
+        if sign in text:
+            found.update(codes)
+    for word in re.findall(r"[^\W\d_]+", text):
+        found.update(_SIGN_WORDS.get(word, ()))
+    return sorted(found)
+
+
 def text_chunks(text: str) -> list[str]:
-    """The text's characters, whitespace runs as one space, each JSON-escaped (one chunk each)."""
+    """The text in the pieces a grounded value is made of, each JSON-escaped.
+
+    Whitespace runs become one space; a piece is a space, one of `,;:()[]`, or a run of
+    other characters. A value starts and ends on piece boundaries, so it holds whole words
+    as printed, with their own punctuation (`Inc.`, `PTY.`), never a word cut short.
+    """
     flat = " ".join((text or "").split())
-    return [json.dumps(ch, ensure_ascii=False)[1:-1] for ch in flat]
+    return [json.dumps(piece, ensure_ascii=False)[1:-1] for piece in _PIECE.findall(flat)]

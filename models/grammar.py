@@ -233,8 +233,8 @@ def closing_choice(allowed, logits, structural, token_bytes: list[bytes], scanne
 # --- grounded decoding ---------------------------------------------------------------------
 
 #: Text fields whose value is a piece of the document's text, written as it is printed.
-#: Left free: addresses (printed over several lines, answered joined by commas), IBANs
-#: (printed in groups, answered without spaces), currencies (a symbol is answered as a code).
+#: Left free: addresses (printed over several lines, answered joined by commas) and IBANs
+#: (printed in groups, answered without spaces).
 GROUNDED_TEXT_FIELDS = frozenset({
     "invoice_id", "vendor_name", "client_name", "po_number", "payment_terms",
     "description", "bic", "account_number", "routing_number",
@@ -251,16 +251,17 @@ def document_grammar(schema: dict, text: str) -> str:
 
     The answer keeps the schema's exact shape (compact JSON, keys in order), but a decimal
     field may only be one of the numbers the document prints (`models.candidates`), a date
-    field one of its dates, and a GROUNDED_TEXT_FIELDS string a piece of its text (its
+    field one of its dates, a currency one the document prints or signs (`$`, `kr`), and a GROUNDED_TEXT_FIELDS string a piece of its text (its
     characters with whitespace runs as one space), each bounded by the schema's maxLength;
     any of them may be null where the schema allows. A field kind the document offers no
     value for is null. Everything else is generated from its own JSON schema.
     """
-    from invoicechain.schema import DATE_PATTERN, DECIMAL_PATTERN
-    from models.candidates import date_candidates, number_candidates, text_chunks
+    from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
+    from models.candidates import currency_candidates, date_candidates, number_candidates, text_chunks
 
     numbers = number_candidates(text)
     dates = date_candidates(text)
+    currencies = currency_candidates(text)
     chunks = text_chunks(text)
     rules: dict[str, str] = {}
     terminals: dict[str, str] = {}
@@ -293,6 +294,8 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN:
             expr = quoted_choice("DATE", dates) if dates else None
+        elif kind == "string" and inner.get("pattern") == CURRENCY_PATTERN:
+            expr = quoted_choice("CURRENCY", currencies) if currencies else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.candidates import date_candidates, number_candidates, text_chunks
+from models.candidates import currency_candidates, date_candidates, number_candidates, text_chunks
 from models.grammar import document_grammar
 from models.prompts import dump_output
 from models.schemas import all_null_document, invoice_json_schema
@@ -67,10 +67,29 @@ def test_impossible_dates_are_not_candidates():
     assert date_candidates("31/02/2026 and 99.99.9999") == []
 
 
-def test_text_chunks_escape_each_character_once():
-    chunks = text_chunks('27" monitor\n\n  \\ end')
-    assert chunks[2] == '\\"'
-    assert "".join(chunks) == json.dumps('27" monitor \\ end')[1:-1]
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("TOTAL AUD 92.77", {"AUD"}),
+        ("TOTAL 23.580,03 kr", {"SEK", "NOK", "DKK", "ISK"}),
+        ("Total: $ 12.00", {"USD", "CAD", "AUD"}),
+        ("Gesamt 12,00 €", {"EUR"}),
+        ("TOTAL RM 9.90", {"MYR"}),
+    ],
+)
+def test_currencies_are_the_codes_printed_or_signed(text, expected):
+    assert expected <= set(currency_candidates(text))
+
+
+def test_words_that_are_not_currencies_are_not_candidates():
+    assert currency_candidates("VAT ABN GST INVOICE kroner Krone") == []
+
+
+def test_text_chunks_are_whole_words_escaped_once():
+    chunks = text_chunks('27" monitor\n\n  \\ end, Logan-Schmitt Inc.:x')
+    assert chunks[:3] == ['27\\"', " ", "monitor"]
+    assert "Inc." in chunks and "," in chunks and ":" in chunks
+    assert "".join(chunks) == json.dumps('27" monitor \\ end, Logan-Schmitt Inc.:x')[1:-1]
 
 
 def _matcher(tokenizer, grammar_text: str):
@@ -115,14 +134,17 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
     for wrong in (
         {"client_name": "De Swart B.V."},  # not as printed
         {"vendor_name": "Log-2888135"},  # not in the text
+        {"vendor_name": "Logan-Schmitt Inc"},  # a word cut short
+        {"client_name": "de Sw"},
         {"subtotal": "3.3333"},  # a mangled amount
         {"total_amount": "3967.29"},  # an amount the document does not print
         {"invoice_date": "2026-03-15"},  # an invented date
+        {"currency": "USD"},  # not printed, no sign for it
         {"line_items": [{**item, "quantity": "80040"}]},
     ):
         assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
-    # Fields left free: an address is answered joined by commas, a currency as its code.
-    assert _accepts(tokenizer, grammar, {**right, "vendor_address": "anything, really", "currency": "USD"})
+    # Left free: an address is answered joined by commas.
+    assert _accepts(tokenizer, grammar, {**right, "vendor_address": "anything, really"})
 
 
 def test_a_document_without_numbers_or_dates_only_allows_null_there(tokenizer):
