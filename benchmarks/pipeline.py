@@ -79,6 +79,7 @@ def main() -> None:
     args = ap.parse_args()
     # A terminated benchmark still stops its API and workers and drops its database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
     import httpx
     import psycopg
@@ -159,6 +160,9 @@ def main() -> None:
                 status_counts[st] = status_counts.get(st, 0) + 1
     finally:
         stop(procs)
+        with psycopg.connect(args.pg_admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
 
     # A step's own time is its duration minus the model call it waited on (for `extract`,
     # the batched generation it took part in; see pipeline.batched_step_start).
@@ -191,9 +195,6 @@ def main() -> None:
         if step in by_step:
             v, own = by_step[step], own_by_step[step]
             print(f"| {step} | {len(v)} | {pct(v, .5):.1f} | {pct(v, .95):.1f} | {pct(own, .5):.1f} / {pct(own, .95):.1f} |")
-    with psycopg.connect(args.pg_admin, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
 
 
 if __name__ == "__main__":
