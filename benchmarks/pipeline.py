@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--toolchain-concurrency", type=int, default=2)
     ap.add_argument("--model-threads", type=int, default=1, help="torch threads of the extract worker")
-    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--timeout", type=float, default=7200)
     args = ap.parse_args()
     # A terminated benchmark still stops its API and workers and drops its database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -149,7 +149,9 @@ def main() -> None:
             if all(st in done_states for st in states):
                 break
             if time.perf_counter() - t0 > args.timeout:
-                raise TimeoutError("invoices not finished in time")
+                # Report what finished rather than nothing: the unfinished are counted by status.
+                print(f"timeout: {sum(st not in done_states for st in states)} invoices unfinished", file=sys.stderr)
+                break
             time.sleep(1.0)
         wall = time.perf_counter() - t0
         cpu_used = {k: v - cpu_before.get(k, 0.0) for k, v in service_cpu_seconds(procs[:2]).items()}
@@ -179,7 +181,8 @@ def main() -> None:
     order = ["ingest", "extract", "validate_invoice", "match_po", "run_approval", "trigger_payment"]
     print(f"\n{len(ids)} invoices, wall {wall:.1f} s (submitted in {t_submitted:.1f} s), statuses {status_counts}\n")
     print("| measure | value |\n|---|---|")
-    print(f"| invoices/s (end to end) | {len(ids) / wall:.2f} |")
+    finished = sum(st in done_states for st in states)
+    print(f"| invoices/s (end to end) | {finished / wall:.2f} |")
     print(f"| HTTP submit p50 / p95 | {pct(submit_ms, .5):.1f} / {pct(submit_ms, .95):.1f} ms |")
     outs = list(outside.values())
     print(f"| time per invoice outside model calls, mean / p50 / p95 | {statistics.mean(outs):.1f} / {pct(outs, .5):.1f} / {pct(outs, .95):.1f} ms |")
