@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run: CUDA when present, else CPU.")
     grounded_decoding: bool = Field(
         True,
-        description="Extraction writes amounts and dates only as values the document prints, and names, "
-        "numbers and descriptions only as pieces of its text.",
+        description="Extraction writes amounts, dates and currencies only as values the document prints "
+        "or signs, and names, numbers and descriptions only as whole words of its text.",
     )
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
     max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")

@@ -267,7 +267,8 @@ def document_grammar(schema: dict, text: str) -> str:
     terminals: dict[str, str] = {}
 
     def quoted_choice(name: str, values: list[str]) -> str:
-        terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
+        if name not in terminals:  # one terminal per kind, shared by every field of that kind
+            terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
         return name
 
     def substring(limit: int) -> str:
