@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     )
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
     max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
+    merged_decoding: bool = Field(
+        True,
+        description="A batch served by one adapter runs on weights merged with it (built once per adapter "
+        "version, one extra copy of the adapted layers in memory); mixed batches use peft's adapter_names.",
+    )
     extract_batch_size: int = Field(16, gt=0, description="Most documents decoded together by the extract worker.")
     extract_batch_wait_s: float = Field(0.5, ge=0, description="Longest wait for an extract batch to fill.")
     adapter_poll_s: float = Field(5.0, description="How often a worker checks the registry for a newly promoted adapter.")

@@ -62,7 +62,7 @@ class Decoded:
 
 
 class _Row:
-    __slots__ = ("req", "matcher", "scanner", "out", "data", "done", "closing_at", "hard_cap")
+    __slots__ = ("req", "matcher", "scanner", "out", "data", "done", "closing_at", "hard_cap", "pending")
 
     def __init__(self, req: DecodeRequest, matcher):
         self.req = req
@@ -71,6 +71,7 @@ class _Row:
         self.out = Decoded()
         self.data = bytearray()
         self.done = False
+        self.pending: list[int] = []  # chosen and forced tokens not yet fed to the model
         self.closing_at = max(0, req.max_new_tokens - req.schema.reserve)
         # Closing always finishes within the reserve; the cap only guards against a bug.
         self.hard_cap = req.max_new_tokens + 4 * req.schema.reserve + 64
@@ -181,6 +182,25 @@ def _prefill(model, rows: list[_Row], pad_id: int, device, adapter_kwargs, prefi
     return joined, mask, torch.cat(logits, dim=0)
 
 
+def step_width(pending: list[int], overhead: float) -> int:
+    """Columns to feed in the next forward pass, given each live row's queued tokens.
+
+    A pass over `rows x width` tokens costs about `overhead + rows * width` token units
+    (`overhead`: the fixed cost of a pass -- weights read, kernel launches -- in tokens);
+    it moves `sum(min(width, p))` queued tokens into the cache. The width with the best
+    ratio wins: one column while most rows have one token to feed, wider when many rows
+    carry forced runs, or when few rows are left and the fixed cost dominates.
+    """
+    rows = len(pending)
+    longest = max(pending)
+    best, best_rate = 1, -1.0
+    for width in range(1, longest + 1):
+        rate = sum(min(width, p) for p in pending) / (overhead + rows * width)
+        if rate > best_rate:
+            best, best_rate = width, rate
+    return best
+
+
 def decode_batch(
     model,
     bank: GrammarBank,
@@ -190,8 +210,15 @@ def decode_batch(
     pad_id: int,
     fast_forward: bool = True,
     prefill_tokens: int = 8192,
+    step_overhead: float = 24.0,
 ) -> list[Decoded]:
-    """Greedy constrained decoding of one batch; results in request order."""
+    """Greedy constrained decoding of one batch; results in request order.
+
+    Each row keeps a queue of tokens still to be fed to the model: the token it chose and
+    the forced run after it. A row samples only when its queue is empty (its last logits
+    then predict its next position); every pass feeds `step_width` columns, each row's
+    slice right-aligned with masked holes before it.
+    """
     import torch
 
     if not requests:
@@ -208,63 +235,65 @@ def decode_batch(
         live = list(range(len(rows)))  # batch slot -> row index
         while True:
             active = [rows[i] for i in live]
-            n = len(active)
-            bank.fill_bitmasks([r.matcher for r in active], bitmask[:n])
-            allowed = expand_bitmask(bitmask[:n], bank.vocab_size, logits.device)
-            logits = logits[:, : bank.vocab_size].masked_fill(~allowed, float("-inf"))
-            logprobs = torch.log_softmax(logits, dim=-1)
-            best = logits.argmax(dim=-1)
-            best_p = logprobs.gather(1, best[:, None]).squeeze(1).exp().tolist()
-            best = best.tolist()
-            chunks: list[list[int]] = []
-            for slot, row in enumerate(active):
-                token, prob = best[slot], best_p[slot]
-                if len(row.out.token_ids) >= row.closing_at:
-                    row.out.closed = True
-                    if structural is None:
-                        structural = bank.structural(logits.device)
-                    token = closing_choice(allowed[slot], logits[slot], structural, token_bytes, row.scanner, stop_id)
-                    prob = float(logprobs[slot, token].exp())
-                if token == stop_id:
-                    row.done = True
-                    chunks.append([])
-                    continue
-                if not row.matcher.consume_token(token):
-                    raise RuntimeError(f"grammar refused token {token}: {row.matcher.get_error()}")
-                row.push(token, prob, token_bytes[token], forced=prob >= 1.0)
-                chunk = [token]
-                if fast_forward and not row.matcher.is_stopped():
-                    forced = [t for t in row.matcher.compute_ff_tokens() if t != stop_id]
-                    if forced:
-                        if not row.matcher.consume_tokens(forced):
-                            raise RuntimeError(f"grammar refused forced tokens: {row.matcher.get_error()}")
-                        for t in forced:
-                            row.push(t, 1.0, token_bytes[t], forced=True)
-                        chunk += forced
-                if row.matcher.is_stopped():
-                    row.done = True
-                elif len(row.out.token_ids) >= row.hard_cap:
-                    # Not expected: the closing rule finishes well within the reserve. The row
-                    # ends unfinished (the caller sees text that does not parse), the batch goes on.
-                    tail = bytes(row.data[-200:]).decode("utf-8", errors="replace")
-                    log.error("constrained answer did not close within %d tokens: ...%s", row.hard_cap, tail)
-                    row.done = True
-                chunks.append(chunk)
+            need = [slot for slot, row in enumerate(active) if not row.pending]
+            if need:
+                k = len(need)
+                bank.fill_bitmasks([active[s].matcher for s in need], bitmask[:k])
+                sub = logits if k == len(active) else logits[torch.tensor(need, device=logits.device)]
+                allowed = expand_bitmask(bitmask[:k], bank.vocab_size, sub.device)
+                sub = sub[:, : bank.vocab_size].masked_fill(~allowed, float("-inf"))
+                logprobs = torch.log_softmax(sub, dim=-1)
+                best = sub.argmax(dim=-1)
+                best_p = logprobs.gather(1, best[:, None]).squeeze(1).exp().tolist()
+                best = best.tolist()
+                for j, slot in enumerate(need):
+                    row = active[slot]
+                    token, prob = best[j], best_p[j]
+                    if len(row.out.token_ids) >= row.closing_at:
+                        row.out.closed = True
+                        if structural is None:
+                            structural = bank.structural(sub.device)
+                        token = closing_choice(allowed[j], sub[j], structural, token_bytes, row.scanner, stop_id)
+                        prob = float(logprobs[j, token].exp())
+                    if token == stop_id:
+                        row.done = True
+                        continue
+                    if not row.matcher.consume_token(token):
+                        raise RuntimeError(f"grammar refused token {token}: {row.matcher.get_error()}")
+                    row.push(token, prob, token_bytes[token], forced=prob >= 1.0)
+                    row.pending = [token]
+                    if fast_forward and not row.matcher.is_stopped():
+                        forced = [t for t in row.matcher.compute_ff_tokens() if t != stop_id]
+                        if forced:
+                            if not row.matcher.consume_tokens(forced):
+                                raise RuntimeError(f"grammar refused forced tokens: {row.matcher.get_error()}")
+                            for t in forced:
+                                row.push(t, 1.0, token_bytes[t], forced=True)
+                            row.pending += forced
+                    if row.matcher.is_stopped():
+                        row.done = True  # the answer is complete; nothing left to feed
+                    elif len(row.out.token_ids) >= row.hard_cap:
+                        # Not expected: the closing rule finishes well within the reserve. The row
+                        # ends unfinished (the caller sees text that does not parse), the batch goes on.
+                        tail = bytes(row.data[-200:]).decode("utf-8", errors="replace")
+                        log.error("constrained answer did not close within %d tokens: ...%s", row.hard_cap, tail)
+                        row.done = True
             keep = [slot for slot, row in enumerate(active) if not row.done]
             if not keep:
                 break
-            if len(keep) < n:
+            if len(keep) < len(active):
                 index = torch.tensor(keep, device=attention.device)
                 cache.batch_select_indices(index)
                 attention, next_pos = attention[index], next_pos[index]
                 live = [live[s] for s in keep]
-                chunks = [chunks[s] for s in keep]
+                active = [active[s] for s in keep]
                 if "adapter_names" in adapter_kwargs:
                     adapter_kwargs["adapter_names"] = [adapter_kwargs["adapter_names"][s] for s in keep]
-            width = max(len(c) for c in chunks)
-            step_ids = torch.full((len(chunks), width), pad_id, dtype=torch.long)
-            step_mask = torch.zeros((len(chunks), width), dtype=torch.long)
-            for slot, chunk in enumerate(chunks):
+            width = step_width([len(r.pending) for r in active], step_overhead)
+            step_ids = torch.full((len(active), width), pad_id, dtype=torch.long)
+            step_mask = torch.zeros((len(active), width), dtype=torch.long)
+            for slot, row in enumerate(active):
+                chunk, row.pending = row.pending[:width], row.pending[width:]
                 step_ids[slot, width - len(chunk) :] = torch.tensor(chunk, dtype=torch.long)
                 step_mask[slot, width - len(chunk) :] = 1
             step_ids, step_mask = step_ids.to(attention.device), step_mask.to(attention.device)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -112,6 +113,25 @@ def _internal_name(name: str, version: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{name}__v{version}")
 
 
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+def contiguous_head_input(model) -> None:
+    """Make the output head's input contiguous (idempotent).
+
+    With `logits_to_keep=1` the head sees the last position of a wider forward pass, a
+    strided view. `torch.matmul` cannot fold such a 3-d view against a transposed 2-d
+    weight (tied embeddings) into one matrix product, so it expands the weight per row
+    and copies it: 0.9 GB per decode step at batch 16 with SmolLM2, several times the cost
+    of the rest of the step. A contiguous input takes the single-GEMM path.
+    """
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._contiguous_input = True
+
+
 def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
     """Character span of each top-level value in a compact JSON object."""
     decoder = json.JSONDecoder()
@@ -166,6 +186,7 @@ class ModelRuntime:
         adapter_poll_s: float = 5.0,
         fast_forward: bool = True,
         grounded: bool = True,
+        merged_decoding: bool = True,
     ):
         self.base_dir = Path(base_dir)
         self._requested_device = device
@@ -177,6 +198,8 @@ class ModelRuntime:
         self.adapter_poll_s = adapter_poll_s
         self.fast_forward = fast_forward
         self.grounded = grounded
+        self.merged_decoding = merged_decoding
+        self._merged: dict[str, list] = {}  # adapter internal name -> [(base linear, merged weight)]
         self._lock = threading.RLock()
         self._model = None  # the base, or the peft model wrapping it
         self._peft = None
@@ -206,6 +229,7 @@ class ModelRuntime:
             batch_size=settings.extract_batch_size,
             adapter_poll_s=settings.adapter_poll_s,
             grounded=settings.grounded_decoding,
+            merged_decoding=settings.merged_decoding,
         )
 
     # --- loading -------------------------------------------------------------------------
@@ -237,6 +261,7 @@ class ModelRuntime:
             except (ValueError, ImportError):  # an architecture without sdpa support
                 model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype)
             model.to(device).eval()
+            contiguous_head_input(model)
             vocab = model.get_output_embeddings().weight.shape[0]
             self._bank = GrammarBank(tokenizer, vocab, answer_stop_id(tokenizer))
             self._tokenizer, self._model, self._device, self._dtype = tokenizer, model, device, dtype
@@ -317,6 +342,7 @@ class ModelRuntime:
                 param.data = param.data.to(self._dtype)
 
     def _drop(self, internal: str) -> None:
+        self._merged.pop(internal, None)
         remaining = [a.internal for a in self._adapters.values() if a.internal != internal]
         if not remaining:
             # peft cannot hold zero adapters: unwrap back to the plain base.
@@ -395,6 +421,41 @@ class ModelRuntime:
                 self._peft.set_adapter(a.internal)
                 yield self._peft
 
+    @contextlib.contextmanager
+    def _merged_weights(self, internal: str):
+        """Serve one adapter through merged weights for the duration of the block.
+
+        Every LoRA-wrapped linear layer of the base gets `W + scale * B @ A` (computed in
+        float32, stored in the serving dtype, built once per adapter version) while peft's
+        adapters are disabled: a forward pass is then one matrix product per layer instead
+        of three plus the scaling, about a quarter of a decode step on CPU. The base weights
+        are put back on exit; nothing is merged in place, so no rounding accumulates.
+        """
+        import torch
+
+        swaps = self._merged.get(internal)
+        if swaps is None:
+            from peft.tuners.lora import LoraLayer
+
+            swaps = []
+            with torch.no_grad():
+                for module in self._peft.modules():
+                    if isinstance(module, LoraLayer) and internal in module.lora_A:
+                        base = module.get_base_layer()
+                        delta = module.get_delta_weight(internal).float()
+                        merged = (base.weight.float() + delta).to(base.weight.dtype)
+                        swaps.append((base, torch.nn.Parameter(merged, requires_grad=False)))
+            self._merged[internal] = swaps
+        originals = [(base, base.weight) for base, _ in swaps]
+        try:
+            for base, merged in swaps:
+                base.weight = merged
+            with self._peft.disable_adapter():
+                yield
+        finally:
+            for base, weight in originals:
+                base.weight = weight
+
     # --- generation ----------------------------------------------------------------------
 
     def _encode(self, prompt: str) -> list[int]:
@@ -461,10 +522,17 @@ class ModelRuntime:
             for lo in range(0, len(order), self.batch_size):
                 idx = order[lo : lo + self.batch_size]
                 t0 = time.perf_counter()
-                batch = decode_batch(
-                    self._model, self._bank, [requests[i] for i in idx], device=self._device,
-                    pad_id=pad_id, fast_forward=self.fast_forward,
-                )
+                group = [requests[i] for i in idx]
+                merged = contextlib.nullcontext()
+                served = {r.adapter for r in group}
+                if self.merged_decoding and self._peft is not None and len(served) == 1 and None not in served:
+                    merged = self._merged_weights(served.pop())
+                    group = [dataclasses.replace(r, adapter=None) for r in group]
+                with merged:
+                    batch = decode_batch(
+                        self._model, self._bank, group, device=self._device,
+                        pad_id=pad_id, fast_forward=self.fast_forward,
+                    )
                 ms = 1000 * (time.perf_counter() - t0) / len(idx)
                 for i, d in zip(idx, batch):
                     results[i], shares[i] = d, ms

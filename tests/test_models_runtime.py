@@ -96,6 +96,65 @@ def test_decoding_is_deterministic_and_fast_forward_changes_nothing(tiny_model_d
     assert [r.outputs for r in plain.extract(texts)] == first
 
 
+def test_step_width_trades_fixed_cost_against_holes():
+    from models.decoding import step_width
+
+    # Most rows have one token to feed: a wide pass would be mostly holes.
+    assert step_width([1] * 15 + [12], overhead=24) == 1
+    # Every row carries a forced run: feeding them together saves passes.
+    assert step_width([6] * 16, overhead=24) == 6
+    # One row left: the fixed cost dominates, its whole run goes in one pass.
+    assert step_width([9], overhead=24) == 9
+    # Free passes (overhead 0) never pay for holes.
+    assert step_width([1, 3, 5], overhead=0) == 1
+
+
+def test_decoding_width_never_changes_the_answer(tiny_model_dir):
+    """Narrow or wide passes feed the same tokens: same answer, token for token."""
+    import models.decoding as decoding
+    from models.runtime import ModelRuntime
+
+    texts = ["Invoice INV-7 Date 2024-03-05 Total 99.00 EUR", "ACME GmbH, Hauptstrasse 1, 10115 Berlin", "x"]
+    rt = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32", max_new_tokens=150)
+    default = decoding.decode_batch.__kwdefaults__["step_overhead"]
+    outputs = []
+    try:
+        for overhead in (0.0, default, 1e6):  # always one column; the default; always the longest run
+            decoding.decode_batch.__kwdefaults__["step_overhead"] = overhead
+            outputs.append([r.outputs for r in rt.extract(texts)])
+    finally:
+        decoding.decode_batch.__kwdefaults__["step_overhead"] = default
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_merged_weights_serve_the_adapter_and_leave_the_base_untouched(tiny_model_dir, lora_pair):
+    import torch
+
+    from models.runtime import ModelRuntime
+
+    texts = ["Invoice INV-2024-0001 from ACME GmbH, total 12.50 EUR", HOSTILE[0]]
+    runs = {}
+    for merged in (True, False):
+        rt = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32", max_new_tokens=150,
+                          merged_decoding=merged)
+        base_out = [r.outputs for r in rt.extract(texts)]
+        base_weights = {k: v.clone() for k, v in rt.model.state_dict().items()}
+        rt.load_adapter("extract", lora_pair[0], version="1")
+        gens = rt.generate([("extract", render_prompt(rt.tokenizer, EXTRACT_INSTRUCTION, t), _schema())
+                            for t in texts])
+        runs[merged] = gens
+        assert bool(rt._merged) == merged  # the merged copy is built only when asked for
+        rt.unload_adapter("extract")
+        assert not rt._merged  # and dropped with its adapter
+        after = rt.model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in base_weights.items())
+        assert [r.outputs for r in rt.extract(texts)] == base_out
+    assert [g.token_ids for g in runs[True]] == [g.token_ids for g in runs[False]]
+    for a, b in zip(runs[True], runs[False]):
+        assert max(abs(x - y) for x, y in zip(a.token_probs, b.token_probs)) < 1e-4
+    assert runs[True][0].adapter_version == "extract:1"
+
+
 def test_adapter_switch(runtime, lora_pair):
     a, b = lora_pair
     text = ["Invoice INV-2024-0001 from ACME GmbH, total 12.50 EUR"]
@@ -226,7 +285,8 @@ def test_window_merge_rule():
 
 
 def test_packed_grouped_attention_equals_sdpa(tiny_model_dir):
-    """Left-padded prefill and multi-token steps with holes: same logits as transformers' sdpa."""
+    """Left-padded prefill, multi-token steps with holes and single-token steps: same logits as
+    transformers' sdpa."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -244,6 +304,7 @@ def test_packed_grouped_attention_equals_sdpa(tiny_model_dir):
     step_ids = torch.randint(10, 400, (3, 3))
     step_mask = torch.ones_like(step_ids)
     step_mask[0, :2] = 0  # a row with a single real token, left-filled with holes
+    one = torch.randint(10, 400, (3, 1))
     outs = []
     with torch.inference_mode():
         for model in (plain, packed):
@@ -251,11 +312,17 @@ def test_packed_grouped_attention_equals_sdpa(tiny_model_dir):
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             first = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache).logits
             step_pos = mask.sum(-1, keepdim=True) + (step_mask.cumsum(-1) - 1).clamp(min=0)
-            second = model(input_ids=step_ids, attention_mask=torch.cat([mask, step_mask], -1),
-                           position_ids=step_pos, cache=cache).logits
-            outs.append((first[mask.bool()], second[step_mask.bool()]))
-    for a, b in zip(*outs):
-        assert (a - b).abs().max().item() < 1e-5
+            full = torch.cat([mask, step_mask], -1)
+            second = model(input_ids=step_ids, attention_mask=full, position_ids=step_pos, cache=cache).logits
+            # a single-token step, with padding in the cache and without (no mask at all)
+            third = model(input_ids=one, attention_mask=torch.cat([full, torch.ones_like(one)], -1),
+                          position_ids=full.sum(-1, keepdim=True), cache=cache).logits
+            alone = growing_cache(model.config)
+            model(input_ids=ids[:1], cache=alone)
+            fourth = model(input_ids=one[:1], position_ids=torch.tensor([[ids.shape[1]]]), cache=alone).logits
+            outs.append((first[mask.bool()], second[step_mask.bool()], third, fourth))
+    for i, (a, b) in enumerate(zip(*outs)):
+        assert (a - b).abs().max().item() < 1e-5, i
 
 
 def test_closing_rule_heads_for_the_end():
