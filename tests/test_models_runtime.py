@@ -111,19 +111,20 @@ def test_step_width_trades_fixed_cost_against_holes():
 
 def test_decoding_width_never_changes_the_answer(tiny_model_dir):
     """Narrow or wide passes feed the same tokens: same answer, token for token."""
-    import models.decoding as decoding
+    from models.decoding import DecodeRequest, decode_batch
     from models.runtime import ModelRuntime
 
     texts = ["Invoice INV-7 Date 2024-03-05 Total 99.00 EUR", "ACME GmbH, Hauptstrasse 1, 10115 Berlin", "x"]
-    rt = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32", max_new_tokens=150)
-    default = decoding.decode_batch.__kwdefaults__["step_overhead"]
+    rt = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32")
+    rt.load()
+    schema = rt._bank.compile(_schema())
+    requests = [DecodeRequest(rt._encode(render_prompt(rt.tokenizer, EXTRACT_INSTRUCTION, t)), schema,
+                              max_new_tokens=150) for t in texts]
     outputs = []
-    try:
-        for overhead in (0.0, default, 1e6):  # always one column; the default; always the longest run
-            decoding.decode_batch.__kwdefaults__["step_overhead"] = overhead
-            outputs.append([r.outputs for r in rt.extract(texts)])
-    finally:
-        decoding.decode_batch.__kwdefaults__["step_overhead"] = default
+    for overhead in (0.0, 24.0, 1e6):  # always one column; the default; always the longest run
+        decoded = decode_batch(rt.model, rt._bank, requests, device="cpu", pad_id=rt._bank.stop_token_id,
+                               step_overhead=overhead)
+        outputs.append([(d.text, d.token_ids) for d in decoded])
     assert outputs[0] == outputs[1] == outputs[2]
 
 
