@@ -51,9 +51,9 @@ def worker_argv(queues: str, concurrency: int, pool: str | None = None, hostname
     names = [q.strip() for q in queues.split(",") if q.strip()]
     argv = ["worker", "--loglevel=INFO", f"--queues={','.join(names)}", f"--concurrency={concurrency}", "-E"]
     if "extract" in names:
-        # celery-batches holds messages unacknowledged until their batch runs: the prefetch
-        # window must be at least one batch, or batches never fill.
-        argv.append(f"--prefetch-multiplier={max(1, settings.extract_batch_size)}")
+        # celery-batches holds messages unacknowledged until their batch has run: the prefetch
+        # window holds the batch in the pool and the next one filling behind it.
+        argv.append(f"--prefetch-multiplier={2 * max(1, settings.extract_batch_size)}")
     if pool:
         argv.append(f"--pool={pool}")
     argv.append(f"--hostname={hostname or ('-'.join(names) + '@%h')}")

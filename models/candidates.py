@@ -15,6 +15,12 @@ the grammar only rules out what the document does not say: a dropped digit, a
   any language dateparser knows (`14. März 2026`, `March 14th, 2026`, `14-MAR-18`).
 * Currencies: ISO 4217 codes printed in the text, and the codes its signs can stand for
   (`$` is USD, AUD, CAD, ...; `kr` is SEK, NOK, DKK or ISK).
+* IBANs: a country code and two check digits followed by letter/digit groups, printed with
+  or without spaces, written without them; where some reading passes the ISO 13616 check
+  (python-stdnum), only those readings, else every reading of 15 to 34 characters (a
+  misprinted IBAN can still be copied, as printed).
+* Lines: the document's lines, each with its own text pieces and numbers (line items are
+  decoded row by row, see `models.grammar.document_grammar`).
 * Text: the document's words and separators, whitespace runs as one space, each
   JSON-escaped (a value holds whole words as printed and never splits an escape).
 """
@@ -166,6 +172,31 @@ def currency_candidates(text: str) -> list[str]:
             found.update(codes)
     for word in re.findall(r"[^\W\d_]+", text):
         found.update(_SIGN_WORDS.get(word, ()))
+    return sorted(found)
+
+
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?=[ \u00a0]?[A-Z0-9])")
+_IBAN_GROUP = re.compile(r"[ \u00a0]?([A-Z0-9]{1,30})")
+
+
+def iban_candidates(text: str) -> list[str]:
+    """Compact IBANs the text prints (see the module docstring)."""
+    from stdnum import iban
+
+    found: set[str] = set()
+    text = text or ""
+    for m in _IBAN_START.finditer(text):
+        readings, pos, compact = [], m.end(), m.group(0)
+        while len(compact) < 34:
+            g = _IBAN_GROUP.match(text, pos)
+            if not g:
+                break
+            compact += g.group(1)
+            pos = g.end()
+            if 15 <= len(compact) <= 34:
+                readings.append(compact)
+        valid = [r for r in readings if iban.is_valid(r)]
+        found.update(valid or readings)
     return sorted(found)
 
 

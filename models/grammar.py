@@ -253,13 +253,22 @@ def document_grammar(schema: dict, text: str) -> str:
     field may only be one of the numbers the document prints (`models.candidates`), a date
     field one of its dates, a currency one the document prints or signs (`$`, `kr`), and a GROUNDED_TEXT_FIELDS string a piece of its text (its
     characters with whitespace runs as one space), each bounded by the schema's maxLength;
-    any of them may be null where the schema allows. A field kind the document offers no
-    value for is null. Everything else is generated from its own JSON schema.
+    any of them may be null where the schema allows. An IBAN is one the document prints
+    (`models.candidates.iban_candidates`). A field kind the document offers no value for is
+    null. Line items are read row by row (`_line_items`). Everything else is generated from
+    its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
-    from models.candidates import currency_candidates, date_candidates, number_candidates, text_chunks
+    from models.candidates import (
+        currency_candidates,
+        date_candidates,
+        iban_candidates,
+        number_candidates,
+        text_chunks,
+    )
 
     numbers = number_candidates(text)
+    ibans = iban_candidates(text)
     dates = date_candidates(text)
     currencies = currency_candidates(text)
     chunks = text_chunks(text)
@@ -271,11 +280,11 @@ def document_grammar(schema: dict, text: str) -> str:
             terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
         return name
 
-    def substring(limit: int) -> str:
-        name = f"TEXT{limit}"
+    def substring(limit: int, pieces: list[str] | None = None, tag: str = "") -> str:
+        name = f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}"
         if name not in terminals:
             terminals[name] = (
-                f'"\\"" (%regex {json.dumps({"substring_chunks": chunks})} & /(.|\\\\.){{0,{limit}}}/) "\\""'
+                f'"\\"" (%regex {json.dumps({"substring_chunks": pieces or chunks})} & /(.|\\\\.){{0,{limit}}}/) "\\""'
             )
         return name
 
@@ -297,10 +306,14 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("DATE", dates) if dates else None
         elif kind == "string" and inner.get("pattern") == CURRENCY_PATTERN:
             expr = quoted_choice("CURRENCY", currencies) if currencies else None
+        elif kind == "string" and name == "iban":
+            expr = quoted_choice("IBAN", ibans) if ibans else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
+        elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})):
+            expr = _line_items(inner["items"], text, rules, terminals, substring, value)
         elif kind == "array" and inner.get("items", {}).get("type") == "object":
             item = obj(inner["items"], name + "_item")
             most = int(inner.get("maxItems", 1000))
@@ -327,3 +340,89 @@ def document_grammar(schema: dict, text: str) -> str:
     lines += [f"{k}: {v}" for k, v in rules.items()]
     lines += [f"{k}: {v}" for k, v in terminals.items()]
     return "\n".join(lines) + "\n"
+
+
+_LINE_NUMBERS = ("quantity", "unit_price", "amount")
+_WORDY = __import__("re").compile(r"[^\W\d_]{3,}")
+
+
+def _is_line_item(node: dict) -> bool:
+    props = node.get("properties", {})
+    return node.get("type") == "object" and "description" in props and set(_LINE_NUMBERS) <= set(props)
+
+
+def _line_items(item: dict, text: str, rules: dict, terminals: dict, substring, value) -> str:
+    """Line items read row by row, in the order the document prints them.
+
+    Each item is anchored on one printed line: its description is a piece of that line
+    and its quantity, unit price and amount are numbers printed on that line. Where the
+    next line holds only figures (no word of three letters or more: `2 x 3.50  7.00`), an
+    item may also take its description from the line and its numbers from the next one,
+    as receipts print them. Anchors strictly increase from item to item, so no row is
+    read twice and none out of order. Which rows are items, and which piece of each, is
+    still the model's choice.
+    """
+    from invoicechain.schema import DECIMAL_PATTERN
+    from models.candidates import number_candidates, text_chunks
+
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return '"[]"'
+    props = item["properties"]
+    desc_limit = int(_non_null(props["description"]).get("maxLength", 200))
+    line_numbers = [number_candidates(ln) for ln in lines]
+    figures_only = [bool(nums) and not _WORDY.search(ln) for ln, nums in zip(lines, line_numbers)]
+    by_content: dict[tuple, str] = {}
+
+    def number_terminal(values: list[str]) -> str | None:
+        if not values:
+            return None
+        key = ("N", *values)
+        if key not in by_content:
+            by_content[key] = f"ROWNUM{len(by_content)}"
+            terminals[by_content[key]] = " | ".join(_lit(json.dumps(v)) for v in values)
+        return by_content[key]
+
+    def item_rule(name: str, desc_line: int, num_line: int) -> str:
+        pieces = text_chunks(lines[desc_line])
+        key = ("T", *pieces)
+        if key not in by_content:
+            by_content[key] = substring(desc_limit, pieces, tag=f"ROW{len(by_content)}")
+        nums = number_terminal(line_numbers[num_line])
+        parts = []
+        for i, (key_name, sub) in enumerate(props.items()):
+            head = _lit(("{" if i == 0 else ",") + json.dumps(key_name) + ":")
+            inner = _non_null(sub)
+            nullable = "anyOf" in sub and any(o.get("type") == "null" for o in sub["anyOf"])
+            if key_name == "description":
+                expr = by_content[key] + (' | "null"' if nullable else "")
+            elif inner.get("pattern") == DECIMAL_PATTERN:
+                expr = ('"null"' if nullable else "") if nums is None else (f'"null" | {nums}' if nullable else nums)
+                if not expr:
+                    expr = value(sub, key_name)
+            else:
+                expr = value(sub, key_name)
+            parts.append(f"{head} ({expr})")
+        rules[name] = " ".join(parts) + ' "}"'
+        return name
+
+    n = len(lines)
+    for k in range(n - 1, -1, -1):
+        options = []
+        single = item_rule(f"row{k}", k, k)
+        options.append(single if k + 1 >= n else f'{single} ("," after{k + 1})?')
+        if k + 1 < n and figures_only[k + 1] and not figures_only[k]:
+            pair = item_rule(f"rowpair{k}", k, k + 1)
+            options.append(pair if k + 2 >= n else f'{pair} ("," after{k + 2})?')
+        rules[f"seq{k}"] = " | ".join(options)
+        rules[f"after{k}"] = f"seq{k}" if k + 1 >= n else f"seq{k} | after{k + 1}"
+    rules["list_line_items"] = '"[]" | "[" after0 "]"'
+    return "list_line_items"
+
+
+def _non_null(node: dict) -> dict:
+    options = node.get("anyOf")
+    if options:
+        inner = [o for o in options if o.get("type") != "null"]
+        return inner[0] if len(inner) == 1 else node
+    return node

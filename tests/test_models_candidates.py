@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from models.candidates import currency_candidates, date_candidates, number_candidates, text_chunks
+from models.candidates import (
+    currency_candidates,
+    date_candidates,
+    iban_candidates,
+    number_candidates,
+    text_chunks,
+)
 from models.grammar import document_grammar
 from models.prompts import dump_output
 from models.schemas import all_null_document, invoice_json_schema
@@ -164,6 +170,70 @@ def test_every_gold_answer_of_a_synthetic_corpus_is_admitted(tokenizer, tmp_path
     for r in records:
         gold = r["output"] if isinstance(r["output"], dict) else json.loads(r["output"])
         assert _accepts(tokenizer, document_grammar(invoice_json_schema(), r["input"]), gold), r["input"][:200]
+
+
+def test_ibans_are_the_ones_printed_written_without_spaces():
+    printed = "IBAN: IT28 I750 0068 1221 0232 4933 366  TOTAL EUR 2.742,39\nBIC: ZSZZITILXXX"
+    # Only the reading that passes the ISO 13616 check, not the ones that stop early or run on.
+    assert iban_candidates(printed) == ["IT28I7500068122102324933366"]
+    assert iban_candidates("IBAN DE89370400440532013000 BIC COBADEFFXXX") == ["DE89370400440532013000"]
+    # A misprinted IBAN (check fails) can still be copied as printed.
+    assert "DE89370400440532013001" in iban_candidates("IBAN: DE89 3704 0044 0532 0130 01")
+    assert iban_candidates("Invoice INV-2026-0042, total 12.00") == []
+
+
+def test_iban_field_only_admits_a_printed_iban(tokenizer):
+    text = INVOICE + "IBAN: DE89 3704 0044 0532 0130 00\n"
+    grammar = document_grammar(invoice_json_schema(), text)
+    bank = {"iban": "DE89370400440532013000", "bic": None, "account_number": None, "routing_number": None}
+    assert _accepts(tokenizer, grammar, _answer(bank=bank))
+    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}))  # a digit dropped
+
+
+TABLE = """Rechnung RE-1
+Article  Qty  Price  Total
+HDMI cable 2m  5  17,76  88,80
+HDMI cable 5m  8  12,50  100,00
+Network switch 8-port  2  71,00  142,00
+Net amount 330,80
+"""
+
+RECEIPT = """SHOP
+MILK 1L
+4 x 2.54   10.16
+COFFEE BEANS 500G
+1 x 16.36   16.36
+TOTAL 26.52
+"""
+
+
+def _item(description, quantity, unit_price, amount):
+    return {"description": description, "quantity": quantity, "unit_price": unit_price, "amount": amount}
+
+
+def test_line_items_are_read_row_by_row_down_the_page(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), TABLE)
+    rows = [_item("HDMI cable 2m", "5", "17.76", "88.80"), _item("HDMI cable 5m", "8", "12.50", "100.00"),
+            _item("Network switch 8-port", "2", "71.00", "142.00")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=rows))
+    assert _accepts(tokenizer, grammar, _answer(line_items=[rows[0], rows[2]]))  # which rows: the model's choice
+    assert _accepts(tokenizer, grammar, _answer(line_items=[{**rows[1], "quantity": None}]))
+    for wrong in (
+        [_item("HDMI cable 5m", "5", "17.76", "88.80")],  # one row's description, another's numbers
+        [rows[0], rows[0]],  # a row read twice
+        [rows[1], rows[0]],  # out of order
+        [rows[0], _item("HDMI cable 2m HDMI", "8", "12.50", "100.00")],  # text across two rows
+    ):
+        assert not _accepts(tokenizer, grammar, _answer(line_items=wrong)), wrong
+
+
+def test_receipt_items_take_their_numbers_from_the_figures_line_below(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), RECEIPT)
+    items = [_item("MILK 1L", "4", "2.54", "10.16"), _item("COFFEE BEANS 500G", "1", "16.36", "16.36")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=items))
+    # Not from a line further down, nor from the line above.
+    assert not _accepts(tokenizer, grammar, _answer(line_items=[_item("MILK 1L", "1", "16.36", "16.36")]))
+    assert not _accepts(tokenizer, grammar, _answer(line_items=[_item("COFFEE BEANS 500G", "4", "2.54", "10.16")]))
 
 
 def test_grounded_extraction_writes_only_document_values(tiny_model_dir):

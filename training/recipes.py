@@ -2,6 +2,7 @@
 
     python -m training.recipes extract --out data/extract.jsonl
     python -m training.recipes extract-more --out data/extract-more.jsonl
+    python -m training.recipes extract-polish --out data/extract-polish.jsonl
     python -m training.recipes toolchain --out data/toolchain.jsonl
 
 `extract`: 220 synthetic invoices (seed 1, at most 1,024 tokens each, every layout) and the
@@ -10,6 +11,8 @@
 weights: synthetic invoices of another seed (3) up to MORE_TOKENS training tokens in all,
 each at most 1,536 tokens (the runtime's window), mixed with a fixed 150 of the SROIE
 training receipts so that the receipts are not forgotten.
+`extract-polish`: the third stage, trained from the second stage's weights at a lower
+learning rate: the same recipe on a third seed (5), POLISH_TOKENS training tokens.
 `toolchain`: a decision-balanced sample of the rules' decisions on the same synthetic
 corpus: every minority decision (INVALID, NO_MATCH, PARTIAL, PENDING_APPROVAL, HELD) and
 as many majority ones, so the adapter does not learn to answer the common case only.
@@ -32,11 +35,16 @@ from pathlib import Path
 TRAIN_SEED = 1
 #: Seed of the second-stage synthetic corpus (extract-more).
 MORE_SEED = 3
-TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED)
 MORE_CORPUS_SIZE = 1200
 MORE_TOKENS = 640_000
 MORE_MAX_TOKENS = 1536
 MORE_SROIE = 150
+#: Seed, size and token budget of the third-stage corpus (extract-polish).
+POLISH_SEED = 5
+POLISH_CORPUS_SIZE = 900
+POLISH_TOKENS = 450_000
+POLISH_SROIE = 100
+TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED)
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
@@ -67,9 +75,10 @@ def extract_records(tokenizer, corpus: Path, sroie_root: Path | None = None) -> 
     return synth[:SYNTH_EXTRACT] + train
 
 
-def extract_more_records(tokenizer, corpus: Path, sroie_root: Path | None = None) -> list[dict]:
-    """Synthetic records of at most MORE_MAX_TOKENS, in corpus order, until MORE_TOKENS, plus
-    a fixed MORE_SROIE of the SROIE training receipts; shuffled together."""
+def extract_more_records(tokenizer, corpus: Path, sroie_root: Path | None = None,
+                         tokens: int = MORE_TOKENS, receipts_count: int = MORE_SROIE) -> list[dict]:
+    """Synthetic records of at most MORE_MAX_TOKENS, in corpus order, until `tokens`, plus
+    a fixed `receipts_count` of the SROIE training receipts; shuffled together."""
     from models.prompts import encode_example
     from training import sroie
 
@@ -78,14 +87,14 @@ def extract_more_records(tokenizer, corpus: Path, sroie_root: Path | None = None
         n = len(encode_example(tokenizer, r).input_ids)
         if n > MORE_MAX_TOKENS:
             continue
-        if used + n > MORE_TOKENS:
+        if used + n > tokens:
             break
         out.append(r)
         used += n
     train, _held = sroie.split_records(sroie_root or sroie.DEFAULT_DIR)
     receipts = list(train)
     random.Random(11).shuffle(receipts)
-    out += receipts[:MORE_SROIE]
+    out += receipts[:receipts_count]
     random.Random(13).shuffle(out)
     return out
 
@@ -132,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", "extract-more", "toolchain"])
+    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "toolchain"])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
@@ -142,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             summary = generate_corpus(MORE_CORPUS_SIZE, MORE_SEED, Path(tmp), toolchain=False)
             records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl)
+        elif args.kind == "extract-polish":
+            from training.synth.corpus import generate_corpus
+
+            summary = generate_corpus(POLISH_CORPUS_SIZE, POLISH_SEED, Path(tmp), toolchain=False)
+            records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
+                                           tokens=POLISH_TOKENS, receipts_count=POLISH_SROIE)
         else:
             extract_path, toolchain_path = _corpus(Path(tmp))
             if args.kind == "extract":

@@ -163,7 +163,27 @@ def toolchain_proposer(step: str):
 
 
 class ExtractBatches(Batches):
-    """celery-batches, keeping each request's chain so the batch can continue every chain."""
+    """celery-batches, keeping each request's chain so the batch can continue every chain.
+
+    Batches stay full under load: while the pool is busy with a batch, the flush timer
+    leaves a partial buffer to keep filling (a full one is still handed on, to start the
+    moment the pool frees), and the worker's prefetch window holds two batches (see
+    `invoicechain worker`). Without this, each batch's unacknowledged messages left room
+    for only part of the next, and batches alternated in size (10, 6, 10, ...).
+    """
+
+    _in_flight = 0
+
+    def _pool_slots(self) -> int:
+        return max(1, int(getattr(self._pool, "num_processes", None) or getattr(self._pool, "limit", None) or 1))
+
+    def _do_flush(self) -> None:
+        if self._in_flight >= self._pool_slots() and self._buffer.qsize() < self.flush_every:
+            return  # the pool is busy: let the batch fill; the timer calls again
+        super()._do_flush()
+
+    def _batch_done(self, *_: Any) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
 
     def flush(self, requests):
         acks_early, acks_late = partition(lambda r: bool(r.task.acks_late), requests)
@@ -180,15 +200,17 @@ class ExtractBatches(Batches):
                 req.acknowledge()
 
         def on_return(result):
+            self._batch_done()
             for req in acks_late:
                 req.acknowledge()
 
         # The time limits grow with the batch: one limit for a whole batch would fail every
         # invoice of a large batch on a slow machine.
         soft, hard = get_settings().extract_time_limits(len(requests))
+        self._in_flight += 1
         return self._pool.apply_async(
             apply_batches_task, (self, (simple,), 0, None), accept_callback=on_accepted, callback=on_return,
-            soft_timeout=soft, timeout=hard,
+            error_callback=self._batch_done, soft_timeout=soft, timeout=hard,
         )
 
 
