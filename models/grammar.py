@@ -312,7 +312,7 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
-        elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})):
+        elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and _has_rows(text):
             expr = _line_items(inner["items"], text, rules, terminals, substring, value)
         elif kind == "array" and inner.get("items", {}).get("type") == "object":
             item = obj(inner["items"], name + "_item")
@@ -344,6 +344,16 @@ def document_grammar(schema: dict, text: str) -> str:
 
 _LINE_NUMBERS = ("quantity", "unit_price", "amount")
 _WORDY = __import__("re").compile(r"[^\W\d_]{3,}")
+
+
+#: A text with a line longer than this is not read row by row (pasted text without line
+#: breaks would otherwise allow a single item); its items are pieces of the whole text.
+ROW_MAX_CHARS = 400
+
+
+def _has_rows(text: str) -> bool:
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return bool(lines) and max(len(ln) for ln in lines) <= ROW_MAX_CHARS
 
 
 def _is_line_item(node: dict) -> bool:

@@ -227,6 +227,14 @@ def test_line_items_are_read_row_by_row_down_the_page(tokenizer):
         assert not _accepts(tokenizer, grammar, _answer(line_items=wrong)), wrong
 
 
+def test_text_without_line_breaks_is_not_read_row_by_row(tokenizer):
+    flat = "Invoice RE-1 " + " ".join(["Widget type %d  1  5,00  5,00" % i for i in range(60)])
+    assert len(flat) > 400
+    grammar = document_grammar(invoice_json_schema(), flat)
+    two = [_item("Widget type 1", "1", "5.00", "5.00"), _item("Widget type 2", "1", "5.00", "5.00")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=two))
+
+
 def test_receipt_items_take_their_numbers_from_the_figures_line_below(tokenizer):
     grammar = document_grammar(invoice_json_schema(), RECEIPT)
     items = [_item("MILK 1L", "4", "2.54", "10.16"), _item("COFFEE BEANS 500G", "1", "16.36", "16.36")]
