@@ -59,6 +59,7 @@ class Decoded:
     byte_offsets: list[int] = field(default_factory=list)  # start of each token in text.encode()
     forced: int = 0
     closed: bool = False  # the closing rule had to finish the answer
+    error: str | None = None  # the grammar engine failed on this row (its text is unfinished)
 
 
 class _Row:
@@ -182,6 +183,15 @@ def _prefill(model, rows: list[_Row], pad_id: int, device, adapter_kwargs, prefi
     return joined, mask, torch.cat(logits, dim=0)
 
 
+def _row_failed(row: _Row, message: str) -> None:
+    """The grammar engine gave up on this row (e.g. a resource limit): the row ends with the
+    error recorded, the rest of the batch goes on, and the caller decides what to do."""
+    log.error("constrained decoding of a row stopped: %.300s", message)
+    row.out.error = message
+    row.pending = []
+    row.done = True
+
+
 def step_width(pending: list[int], overhead: float) -> int:
     """Columns to feed in the next forward pass, given each live row's queued tokens.
 
@@ -259,14 +269,16 @@ def decode_batch(
                         row.done = True
                         continue
                     if not row.matcher.consume_token(token):
-                        raise RuntimeError(f"grammar refused token {token}: {row.matcher.get_error()}")
+                        _row_failed(row, f"grammar refused token {token}: {row.matcher.get_error()}")
+                        continue
                     row.push(token, prob, token_bytes[token], forced=prob >= 1.0)
                     row.pending = [token]
                     if fast_forward and not row.matcher.is_stopped():
                         forced = [t for t in row.matcher.compute_ff_tokens() if t != stop_id]
                         if forced:
                             if not row.matcher.consume_tokens(forced):
-                                raise RuntimeError(f"grammar refused forced tokens: {row.matcher.get_error()}")
+                                _row_failed(row, f"grammar refused forced tokens: {row.matcher.get_error()}")
+                                continue
                             for t in forced:
                                 row.push(t, 1.0, token_bytes[t], forced=True)
                             row.pending += forced

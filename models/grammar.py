@@ -283,9 +283,11 @@ def document_grammar(schema: dict, text: str) -> str:
     def substring(limit: int, pieces: list[str] | None = None, tag: str = "") -> str:
         name = f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}"
         if name not in terminals:
-            terminals[name] = (
-                f'"\\"" (%regex {json.dumps({"substring_chunks": pieces or chunks})} & /(.|\\\\.){{0,{limit}}}/) "\\""'
-            )
+            pieces = pieces or chunks
+            regex = f"%regex {json.dumps({'substring_chunks': pieces})}"
+            if sum(len(p) for p in pieces) > limit:  # bounded only where the text could exceed the limit
+                regex = f"({regex} & /(.|\\\\.){{0,{limit}}}/)"
+            terminals[name] = f'"\\"" {regex} "\\""'
         return name
 
     def free(node: dict) -> str:

@@ -99,6 +99,7 @@ class Generation:
     adapter_version: str | None
     model_ms: float
     closed: bool = False
+    error: str | None = None  # the grammar engine failed on this answer (see decode_batch)
 
 
 @dataclass
@@ -491,11 +492,12 @@ class ModelRuntime:
         out = []
         for d, label, ms in zip(decoded, labels, shares):
             try:
-                value = json.loads(d.text)
+                value = json.loads(d.text) if d.error is None else None
             except ValueError:  # unreachable under the grammar; reported, never raised mid-batch
                 log.error("constrained answer is not JSON: %.200s", d.text)
                 value = None
-            out.append(Generation(value, d.text, d.token_ids, d.token_probs, d.byte_offsets, label, ms, d.closed))
+            out.append(Generation(value, d.text, d.token_ids, d.token_probs, d.byte_offsets, label, ms, d.closed,
+                                  d.error))
         return out
 
     def generate_json(
@@ -594,6 +596,14 @@ class ModelRuntime:
                 requests.append((adapter, render_prompt(self._tokenizer, EXTRACT_INSTRUCTION, window), grammar))
                 owners.append((doc_index, s, e))
         gens = self.generate(requests) if requests else []
+        # A grounded grammar the engine gave up on (a resource limit on an unusual text):
+        # that window is decoded again under the plain schema grammar.
+        retry = [i for i, g in enumerate(gens) if g.error is not None and requests[i][2] is not schema]
+        if retry:
+            log.warning("grounded decoding failed on %d window(s); decoding them with the plain schema", len(retry))
+            again = self.generate([(requests[i][0], requests[i][1], schema) for i in retry])
+            for i, g in zip(retry, again):
+                gens[i] = g
         per_doc: list[list[dict]] = [[] for _ in texts]
         for gen, (doc_index, s, e) in zip(gens, owners):
             try:
