@@ -265,6 +265,9 @@ def decode_batch(
                             structural = bank.structural(sub.device)
                         token = closing_choice(allowed[j], sub[j], structural, token_bytes, row.scanner, stop_id)
                         prob = float(logprobs[j, token].exp())
+                    if row.matcher.is_error():  # the engine failed while computing this row's mask
+                        _row_failed(row, f"grammar engine error: {row.matcher.get_error()}")
+                        continue
                     if token == stop_id:
                         row.done = True
                         continue

@@ -262,3 +262,36 @@ def test_grounded_extraction_writes_only_document_values(tiny_model_dir):
     for item in fields["line_items"]:
         assert item["description"] in flat
         assert all(item[k] is None or item[k] in numbers for k in ("quantity", "unit_price", "amount"))
+
+
+def test_a_grammar_engine_failure_costs_one_window_not_the_batch(tiny_model_dir, caplog):
+    """When the grammar engine gives up on one document's grounded grammar (a resource limit on
+    an unusual text), that document is decoded again under the plain schema grammar and the
+    rest of the batch is untouched."""
+    from models.runtime import ModelRuntime
+
+    runtime = ModelRuntime(tiny_model_dir, device="cpu", dtype="float32", max_new_tokens=400)
+    other = "Acme Ltd\nInvoice A-1\nTotal 12,00\n"
+    expected = runtime.extract([other])[0].fields
+    runtime.load()
+    bank = runtime._bank
+    broken_key = bank.compile_document(invoice_json_schema(), INVOICE).key
+    original = bank.matcher
+
+    def matcher(compiled):
+        m = original(compiled)
+        if compiled.key == broken_key:  # put this row's matcher in the engine's error state
+            m.consume_token(bank.stop_token_id)
+            m.consume_token(bank.stop_token_id)
+        return m
+
+    bank.matcher = matcher
+    try:
+        with caplog.at_level("WARNING"):
+            broken, fine = runtime.extract([INVOICE, other])
+    finally:
+        bank.matcher = original
+    assert fine.fields == expected
+    assert any("decoding them with the plain schema" in r.getMessage() for r in caplog.records)
+    assert broken.outputs and broken.outputs[0].startswith("{")  # a full answer from the retry
+    assert set(broken.fields) == set(expected)
