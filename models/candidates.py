@@ -19,8 +19,6 @@ the grammar only rules out what the document does not say: a dropped digit, a
   or without spaces, written without them; where some reading passes the ISO 13616 check
   (python-stdnum), only those readings, else every reading of 15 to 34 characters (a
   misprinted IBAN can still be copied, as printed).
-* Lines: the document's lines, each with its own text pieces and numbers (line items are
-  decoded row by row, see `models.grammar.document_grammar`).
 * Text: the document's words and separators, whitespace runs as one space, each
   JSON-escaped (a value holds whole words as printed and never splits an escape).
 """

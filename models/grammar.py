@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -294,12 +295,9 @@ def document_grammar(schema: dict, text: str) -> str:
         return "%json " + json.dumps({**node, "x-guidance": JSON_OPTIONS})
 
     def value(node: dict, name: str) -> str:
-        options = node.get("anyOf")
-        nullable = bool(options) and any(o.get("type") == "null" for o in options)
-        inner = [o for o in options if o.get("type") != "null"] if options else [node]
-        if node.get("type") == "null" or len(inner) != 1:
+        inner, nullable = _split_nullable(node)
+        if inner is None:
             return free(node)
-        inner = inner[0]
         kind = inner.get("type")
         expr: str | None
         if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
@@ -314,8 +312,8 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
-        elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and _has_rows(text):
-            expr = _line_items(inner["items"], text, rules, terminals, substring, value)
+        elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and (rows := _rows(text)):
+            expr = _line_items(inner["items"], rows, rules, terminals, substring, value)
         elif kind == "array" and inner.get("items", {}).get("type") == "object":
             item = obj(inner["items"], name + "_item")
             most = int(inner.get("maxItems", 1000))
@@ -324,9 +322,7 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = rule
         else:
             return free(node)
-        if expr is None:  # the document offers nothing this field could be
-            return '"null"' if nullable else free(node)
-        return f'"null" | {expr}' if nullable else expr
+        return _or_null(expr, nullable, lambda: free(node))
 
     def obj(node: dict, name: str) -> str:
         parts = []
@@ -344,26 +340,46 @@ def document_grammar(schema: dict, text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LINE_NUMBERS = ("quantity", "unit_price", "amount")
-_WORDY = __import__("re").compile(r"[^\W\d_]{3,}")
 
+def _split_nullable(node: dict) -> tuple[dict | None, bool]:
+    """(the one non-null schema of `node`, whether null is allowed); None when there is no single one."""
+    if node.get("type") == "null":
+        return None, True
+    options = node.get("anyOf")
+    if not options:
+        return node, False
+    inner = [o for o in options if o.get("type") != "null"]
+    return (inner[0] if len(inner) == 1 else None), len(inner) < len(options)
+
+
+def _or_null(expr: str | None, nullable: bool, fallback) -> str:
+    """`expr`, or null where the schema allows; a field with no grounded value is null, else `fallback()`."""
+    if expr is None:  # the document offers nothing this field could be
+        return '"null"' if nullable else fallback()
+    return f'"null" | {expr}' if nullable else expr
+
+
+_WORDY = re.compile(r"[^\W\d_]{3,}")
 
 #: A text with a line longer than this is not read row by row (pasted text without line
 #: breaks would otherwise allow a single item); its items are pieces of the whole text.
 ROW_MAX_CHARS = 400
 
 
-def _has_rows(text: str) -> bool:
+def _rows(text: str) -> list[str] | None:
+    """The text's non-blank lines, or None when it is not printed in rows (see ROW_MAX_CHARS)."""
     lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    return bool(lines) and max(len(ln) for ln in lines) <= ROW_MAX_CHARS
+    return lines if lines and max(len(ln) for ln in lines) <= ROW_MAX_CHARS else None
 
 
 def _is_line_item(node: dict) -> bool:
+    from models.grounding import LINE_NUMBER_FIELDS
+
     props = node.get("properties", {})
-    return node.get("type") == "object" and "description" in props and set(_LINE_NUMBERS) <= set(props)
+    return node.get("type") == "object" and "description" in props and set(LINE_NUMBER_FIELDS) <= set(props)
 
 
-def _line_items(item: dict, text: str, rules: dict, terminals: dict, substring, value) -> str:
+def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, substring, value) -> str:
     """Line items read row by row, in the order the document prints them.
 
     Each item is anchored on one printed line: its description is a piece of that line
@@ -377,44 +393,40 @@ def _line_items(item: dict, text: str, rules: dict, terminals: dict, substring, 
     from invoicechain.schema import DECIMAL_PATTERN
     from models.candidates import number_candidates, text_chunks
 
-    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    if not lines:
-        return '"[]"'
     props = item["properties"]
-    desc_limit = int(_non_null(props["description"]).get("maxLength", 200))
+    desc_limit = int((_split_nullable(props["description"])[0] or {}).get("maxLength", 200))
     line_numbers = [number_candidates(ln) for ln in lines]
     figures_only = [bool(nums) and not _WORDY.search(ln) for ln, nums in zip(lines, line_numbers)]
-    by_content: dict[tuple, str] = {}
+    terminal_of: dict[tuple, str] = {}  # one terminal per distinct line text or number set
 
-    def number_terminal(values: list[str]) -> str | None:
+    def numbers_of(line: int) -> str | None:
+        values = line_numbers[line]
         if not values:
             return None
         key = ("N", *values)
-        if key not in by_content:
-            by_content[key] = f"ROWNUM{len(by_content)}"
-            terminals[by_content[key]] = " | ".join(_lit(json.dumps(v)) for v in values)
-        return by_content[key]
+        if key not in terminal_of:
+            terminal_of[key] = f"ROWNUM{len(terminal_of)}"
+            terminals[terminal_of[key]] = " | ".join(_lit(json.dumps(v)) for v in values)
+        return terminal_of[key]
+
+    def text_of(line: int) -> str:
+        pieces = text_chunks(lines[line])
+        key = ("T", *pieces)
+        if key not in terminal_of:
+            terminal_of[key] = substring(desc_limit, pieces, tag=f"ROW{len(terminal_of)}")
+        return terminal_of[key]
 
     def item_rule(name: str, desc_line: int, num_line: int) -> str:
-        pieces = text_chunks(lines[desc_line])
-        key = ("T", *pieces)
-        if key not in by_content:
-            by_content[key] = substring(desc_limit, pieces, tag=f"ROW{len(by_content)}")
-        nums = number_terminal(line_numbers[num_line])
         parts = []
-        for i, (key_name, sub) in enumerate(props.items()):
-            head = _lit(("{" if i == 0 else ",") + json.dumps(key_name) + ":")
-            inner = _non_null(sub)
-            nullable = "anyOf" in sub and any(o.get("type") == "null" for o in sub["anyOf"])
-            if key_name == "description":
-                expr = by_content[key] + (' | "null"' if nullable else "")
-            elif inner.get("pattern") == DECIMAL_PATTERN:
-                expr = ('"null"' if nullable else "") if nums is None else (f'"null" | {nums}' if nullable else nums)
-                if not expr:
-                    expr = value(sub, key_name)
+        for i, (key, sub) in enumerate(props.items()):
+            inner, nullable = _split_nullable(sub)
+            if key == "description":
+                expr = _or_null(text_of(desc_line), nullable, None)
+            elif inner is not None and inner.get("pattern") == DECIMAL_PATTERN:
+                expr = _or_null(numbers_of(num_line), nullable, lambda sub=sub, key=key: value(sub, key))
             else:
-                expr = value(sub, key_name)
-            parts.append(f"{head} ({expr})")
+                expr = value(sub, key)
+            parts.append(f"{_lit(('{' if i == 0 else ',') + json.dumps(key) + ':')} ({expr})")
         rules[name] = " ".join(parts) + ' "}"'
         return name
 
@@ -430,11 +442,3 @@ def _line_items(item: dict, text: str, rules: dict, terminals: dict, substring, 
         rules[f"after{k}"] = f"seq{k}" if k + 1 >= n else f"seq{k} | after{k + 1}"
     rules["list_line_items"] = '"[]" | "[" after0 "]"'
     return "list_line_items"
-
-
-def _non_null(node: dict) -> dict:
-    options = node.get("anyOf")
-    if options:
-        inner = [o for o in options if o.get("type") != "null"]
-        return inner[0] if len(inner) == 1 else node
-    return node
