@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 
 from invoicechain.config import Settings, get_settings
 from invoicechain.db.session import session_scope
-from invoicechain.db.tables import Document, Invoice, StepRun
+from invoicechain.db.tables import Document, Invoice, StepRun, forget_step_runs, remember_step_runs
 from invoicechain.decisions import ALL_STEPS, Decision, InvoiceStatus, Step
 from invoicechain.pdf import PdfError, pdf_text
 
@@ -166,7 +166,11 @@ def claim_step(session: Session, invoice_id: str, step: str, *, deferred: bool =
     again, and it finds the winner's row done.
     """
     query = select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.step == step)
-    run = session.exec(query).first()
+    # One query for all of the invoice's rows: the step's own, and the earlier steps'
+    # decisions that the accounts-payable rules read (`invoicechain.ap.steps.prior_decisions`).
+    runs = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id)).all()
+    remember_step_runs(session, invoice_id, runs)  # until finish_step
+    run = next((r for r in runs if r.step == step), None)
     if run is None:
         if deferred:
             return StepRun(invoice_id=invoice_id, step=step)
@@ -211,6 +215,7 @@ def finish_step(
     model_ms: float | None = None,
     **extra,
 ) -> None:
+    forget_step_runs(session, run.invoice_id)
     run.status = "done"
     run.decision = decision
     run.reasons = reasons or []

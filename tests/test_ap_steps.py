@@ -193,6 +193,38 @@ def test_pipeline_runs_the_chain_once(settings):
         assert all(r.rules_output and r.mode == "rules" for r in runs)
 
 
+def test_a_pipeline_step_reads_the_step_rows_and_the_vendor_once(settings):
+    """One query for the invoice's step rows (its own row and the earlier decisions the rules
+    read), one for the vendor record, and no second look for a payment before the lock."""
+    from sqlalchemy import event
+
+    from invoicechain import pipeline
+
+    with session_scope(settings) as s:
+        load_master(s)
+        invoice_id = add_invoice(s, invoice_fields()).id
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()))
+
+    engine = get_engine(settings)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for step in (Step.VALIDATE, Step.MATCH_PO, Step.APPROVAL, Step.PAYMENT):
+            statements.clear()
+            assert pipeline.run_toolchain_step(invoice_id, step, settings).proceed is (step != Step.PAYMENT)
+            reads = [q for q in statements if q.startswith("SELECT")]
+            assert sum(q.startswith("SELECT steprun.") for q in reads) == 1, (step, reads)
+            assert sum(q.startswith("SELECT vendor.id, vendor.name, vendor.aliases, vendor.address") for q in reads) <= 1, (step, reads)
+        # trigger_payment: the step's own check, then once more under the currency lock.
+        assert sum(q.startswith("SELECT payment.") for q in statements) == 2
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with session_scope(settings) as s:
+        assert s.get(Invoice, invoice_id).status == InvoiceStatus.PAYMENT_READY
+
+
 def test_concurrent_deliveries_of_a_pipeline_step_write_one_row(settings):
     """A step redelivered while its first delivery still runs: both finish, one row, one payment."""
     from invoicechain import pipeline

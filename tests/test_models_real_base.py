@@ -56,3 +56,38 @@ def test_real_base_output_is_valid_and_grounded(base_model_dir):
     decision = runtime.propose(Step.MATCH_PO, {"invoice": invoice.fields, "note": HOSTILE})
     assert decision["decision"] in {str(d) for d in STEP_DECISIONS[Step.MATCH_PO]}
     assert set(decision["reasons"]) <= {str(r) for r in Reason}
+
+
+@pytest.mark.slow
+def test_long_printed_values_do_not_exhaust_the_grammar_engine(base_model_dir):
+    """With the real tokenizer, the masks along this invoice's true answer need more lexer
+    fuel than llguidance's default gives a step; the bank's limits admit the whole answer."""
+    from pathlib import Path
+
+    import llguidance
+    from transformers import AutoTokenizer
+
+    from models.grammar import GrammarBank
+    from models.schemas import invoice_json_schema
+
+    case = json.loads((Path(__file__).parent / "data" / "long_values_invoice.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    bank = GrammarBank(tokenizer, len(tokenizer), tokenizer.eos_token_id, threads=1)
+    compiled = bank.compile_document(invoice_json_schema(), case["text"])
+    assert "#" in compiled.key  # the grounded grammar, not the plain fallback
+    ids = tokenizer(dump_output(case["fields"]), add_special_tokens=False)["input_ids"]
+
+    def walk(matcher) -> str | None:
+        bitmask = bank.allocate_bitmask(1)
+        for token in ids:
+            bank.fill_bitmasks([matcher], bitmask)
+            consumed = not matcher.is_error() and matcher.consume_token(token)
+            if matcher.is_error():
+                return matcher.get_error()
+            assert consumed, tokenizer.decode([token])
+        assert matcher.is_accepting()
+        return None
+
+    default = llguidance.LLMatcher(bank.ll_tokenizer, compiled.grammar)
+    assert "too many expressions" in (walk(default) or "")
+    assert walk(bank.matcher(compiled)) is None

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from invoicechain.ap.findings import RuleResult, dec, money, reason
 from invoicechain.ap.vendors import resolve_vendor
 from invoicechain.config import Settings
-from invoicechain.db.tables import Invoice, PolicySetting, PurchaseOrder, StepRun, utcnow
+from invoicechain.db.tables import Invoice, PolicySetting, PurchaseOrder, done_decisions, utcnow
 from invoicechain.decisions import Decision, Reason, Step
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
@@ -141,10 +141,7 @@ def load_policy(session: Session | None, settings: Settings) -> Policy:
 
 
 def prior_decision(session: Session, invoice: Invoice, step: str) -> str | None:
-    run = session.exec(
-        select(StepRun).where(StepRun.invoice_id == invoice.id, StepRun.step == step, StepRun.status == "done")
-    ).first()
-    return run.decision if run else None
+    return done_decisions(session, invoice.id).get(step)
 
 
 def run_approval(session: Session, invoice: Invoice, settings: Settings, *, today: date | None = None) -> RuleResult:

@@ -238,12 +238,14 @@ def open_batch(session: Session, currency: str) -> PaymentBatch:
     return batch
 
 
-def schedule_payment(session: Session, invoice: Invoice, *, today: date | None = None) -> Payment | None:
+def schedule_payment(session: Session, invoice: Invoice, *, today: date | None = None, checked: bool = False) -> Payment | None:
     """The invoice's one Payment, added to the open batch of its currency (existing one returned).
 
-    None when the invoice cannot be paid at all (no vendor record to pay).
+    None when the invoice cannot be paid at all (no vendor record to pay). `checked`: the
+    caller has just looked for the invoice's payment in this transaction and found none
+    (it is looked for again under the currency lock either way).
     """
-    found = existing_payment(session, invoice.id)
+    found = None if checked else existing_payment(session, invoice.id)
     if found is not None:
         return found
     fields = invoice.fields or {}

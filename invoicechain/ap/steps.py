@@ -30,7 +30,7 @@ from invoicechain.ap.match_po import match_po
 from invoicechain.ap.payment import existing_payment, schedule_payment, scheduled_outcome, trigger_payment
 from invoicechain.ap.validate import validate_invoice
 from invoicechain.config import Settings
-from invoicechain.db.tables import Invoice, StepRun, utcnow
+from invoicechain.db.tables import Invoice, StepRun, done_decisions, forget_step_runs, utcnow
 from invoicechain.decisions import STEP_DECISIONS, TOOLCHAIN_STEPS, Decision, InvoiceStatus, Reason, Step
 
 #: proposer(step, context) -> {"decision": str, "reasons": [codes]} (the toolchain adapter).
@@ -121,10 +121,7 @@ def prior_decisions(session: Session, invoice: Invoice, step: str) -> dict[str, 
     earlier = [str(s) for s in TOOLCHAIN_STEPS[: TOOLCHAIN_STEPS.index(Step(step))]]
     if not earlier:
         return {}
-    runs = session.exec(
-        select(StepRun).where(StepRun.invoice_id == invoice.id, StepRun.step.in_(earlier), StepRun.status == "done")
-    ).all()
-    found = {r.step: r.decision for r in runs}
+    found = done_decisions(session, invoice.id)
     return {s: found[s] for s in earlier if s in found}
 
 
@@ -230,7 +227,7 @@ def run_step(
 
     status = InvoiceStatus.NEEDS_REVIEW if review else STOP_STATUS.get(decision)
     if step == Step.PAYMENT and decision == Decision.SCHEDULED and not review:
-        payment = schedule_payment(session, invoice, today=today)
+        payment = schedule_payment(session, invoice, today=today, checked=True)
         if payment is None:
             status = InvoiceStatus.NEEDS_REVIEW
             reasons.append(reason(Reason.PAYMENT_BLOCKED_VENDOR, "No vendor record to pay was found: a person must decide."))
@@ -250,6 +247,7 @@ def run_step(
 
 def record_outcome(session: Session, invoice: Invoice, step: str, outcome: StepOutcome, *, duration_ms: float | None = None) -> StepRun:
     """Store a step's outcome as its StepRun (one row per invoice and step) and move the invoice on."""
+    forget_step_runs(session, invoice.id)
     run = session.exec(select(StepRun).where(StepRun.invoice_id == invoice.id, StepRun.step == str(step))).first()
     if run is None:
         run = StepRun(invoice_id=invoice.id, step=str(step))

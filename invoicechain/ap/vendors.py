@@ -134,7 +134,16 @@ def resolve_vendor(session: Session, name: str | None, *, use_embeddings: bool =
         return VendorMatch(None, "none")
 
     def found(vid: str, method: str, score: float, matched: str) -> VendorMatch:
-        return VendorMatch(session.get(Vendor, vid), method, score, matched)
+        # Held for the transaction: the identity map alone keeps no row alive, and the steps
+        # resolve the same vendor more than once in a transaction.
+        txn = session.get_transaction()
+        cached = session.info.get("ap.vendor_rows")
+        if cached is None or cached[0] is not txn:
+            cached = session.info["ap.vendor_rows"] = (txn, {})
+        held = cached[1]
+        if vid not in held:
+            held[vid] = session.get(Vendor, vid)
+        return VendorMatch(held[vid], method, score, matched)
 
     wanted = " ".join(name.split()).casefold()
     if wanted in index.exact:

@@ -257,3 +257,28 @@ class TrainingJob(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+# --- the step rows of one invoice, read once per step --------------------------------------
+
+
+def remember_step_runs(session, invoice_id: str, runs) -> None:
+    """Keep an invoice's StepRun rows, just read, for the rest of this transaction's step
+    (until `forget_step_runs`), so the rules read earlier decisions without another query."""
+    session.info[("step_runs", invoice_id)] = (session.get_transaction(), list(runs))
+
+
+def forget_step_runs(session, invoice_id: str) -> None:
+    session.info.pop(("step_runs", invoice_id), None)
+
+
+def done_decisions(session, invoice_id: str) -> dict[str, str | None]:
+    """Step name -> decision of the invoice's finished steps."""
+    from sqlmodel import select
+
+    cached = session.info.get(("step_runs", invoice_id))
+    if cached is not None and cached[0] is session.get_transaction():
+        runs = cached[1]
+    else:
+        runs = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.status == "done")).all()
+    return {r.step: r.decision for r in runs if r.status == "done"}
