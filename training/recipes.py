@@ -44,7 +44,12 @@ POLISH_SEED = 5
 POLISH_CORPUS_SIZE = 900
 POLISH_TOKENS = 450_000
 POLISH_SROIE = 100
-TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED)
+#: Stage 4: a fourth seed, trained from stage 3's weights.
+REFINE_SEED = 7
+REFINE_CORPUS_SIZE = 800
+REFINE_TOKENS = 400_000
+REFINE_SROIE = 100
+TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED)
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
@@ -141,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "toolchain"])
+    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "extract-refine", "toolchain"])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
@@ -157,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             summary = generate_corpus(POLISH_CORPUS_SIZE, POLISH_SEED, Path(tmp), toolchain=False)
             records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
                                            tokens=POLISH_TOKENS, receipts_count=POLISH_SROIE)
+        elif args.kind == "extract-refine":
+            from training.synth.corpus import generate_corpus
+
+            summary = generate_corpus(REFINE_CORPUS_SIZE, REFINE_SEED, Path(tmp), toolchain=False)
+            records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
+                                           tokens=REFINE_TOKENS, receipts_count=REFINE_SROIE)
         else:
             extract_path, toolchain_path = _corpus(Path(tmp))
             if args.kind == "extract":
