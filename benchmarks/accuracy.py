@@ -14,7 +14,8 @@ toolchain adapter for each step's decision on the rules' own inputs and reports 
 often it agrees with the rules' decision, per step.
 
 Every run goes through `ModelRuntime`: batched, grammar-constrained greedy decoding,
-exactly what the workers use. `--json FILE` also writes the full result.
+exactly what the workers use, amount reconciliation included (`models.reconcile`);
+`--no-reconcile` scores the answers as decoded. `--json FILE` also writes the full result.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _runtime(args, adapter: str):
 
     base = args.base or resolve_base(get_settings())
     runtime = ModelRuntime(Path(base), batch_size=args.batch, max_new_tokens=args.max_new_tokens,
-                           grounded=not args.ungrounded)
+                           grounded=not args.ungrounded, reconcile=not args.no_reconcile)
     path = args.adapter or ROOT / "adapters" / adapter
     runtime.load_adapter(adapter, Path(path), "benchmark")
     return runtime, path
@@ -140,6 +141,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=768)
     parser.add_argument("--ungrounded", action="store_true",
                         help="decode with the plain schema grammar, not grounded in each document")
+    parser.add_argument("--no-reconcile", action="store_true",
+                        help="score the model's answers as decoded, without amount reconciliation")
     parser.add_argument("--json", type=Path, default=None, help="also write the full result here")
     args = parser.parse_args(argv)
     result = {"synthetic": synthetic, "sroie": sroie, "toolchain": toolchain}[args.what](args)

@@ -72,6 +72,10 @@ def worker(
     from workers.celery_app import app as celery_app
 
     init_db()
+    if "toolchain" in [q.strip() for q in queues.split(",")]:
+        from invoicechain.ap.embeddings import preload
+
+        preload()  # shared by the pool processes (copy-on-write) instead of loaded in each
     celery_app.worker_main(argv=worker_argv(queues, concurrency, pool))
 
 
@@ -172,8 +176,10 @@ def extract(
         for i in range(0, len(keys), batch):
             chunk = keys[i : i + batch]
             for p, res in zip(chunk, runtime.extract([texts[k] for k in chunk])):
-                fh.write(json.dumps({"source": str(p), "fields": res.fields, "confidence": res.confidence,
-                                     "grounding": res.grounding}, ensure_ascii=False) + "\n")
+                line = {"source": str(p), "fields": res.fields, "confidence": res.confidence, "grounding": res.grounding}
+                if res.reconciled:
+                    line["reconciled"] = res.reconciled
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             bar.update(len(chunk))
     typer.echo(f"{len(docs)} document(s) → {out}")
 

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         description="Extraction writes amounts, dates and currencies only as values the document prints "
         "or signs, and names, numbers and descriptions only as whole words of its text.",
     )
+    reconcile_amounts: bool = Field(
+        True,
+        description="An extracted answer whose line items or totals do not add up is corrected when exactly "
+        "one number printed where the value belongs makes them add up (`models.reconcile`); each change is "
+        "recorded with the extract step.",
+    )
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
     max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
     merged_decoding: bool = Field(

@@ -356,9 +356,18 @@ def save_extraction(
         inv.grounding = result.grounding
         ungrounded = [k for k, g in (result.grounding or {}).items() if isinstance(g, dict) and g.get("grounded") is False]
         reasons = [{"code": "UNGROUNDED_FIELD", "message": f"The value of {k} was not found in the document text."} for k in ungrounded]
+        reconciled = list(getattr(result, "reconciled", None) or [])
+        reasons += [
+            {"code": "RECONCILED_AMOUNT",
+             "message": f"{c['field']}: {c['before'] or 'null'} -> {c['after'] or 'null'} ({c['reason']})."}
+            for c in reconciled
+        ]
+        output = {"fields": result.fields, "confidence": result.confidence}
+        if reconciled:
+            output["reconciled"] = reconciled
         finish_step(
             session, run, Decision.OK, reasons, t0=t0, model_ms=result.model_ms if model_ms is None else model_ms,
-            model_output={"fields": result.fields, "confidence": result.confidence},
+            model_output=output,
             adapter_version=result.adapter_version, mode="model",
         )
         set_status(session, inv, InvoiceStatus.PROCESSING, step=Step.EXTRACT)

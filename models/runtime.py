@@ -85,6 +85,8 @@ class ExtractionResult:
     windows: int = 1
     #: The raw JSON answer of each window, as generated.
     outputs: list[str] = field(default_factory=list)
+    #: Changes made by amount reconciliation (`models.reconcile.Reconciled.as_dict()`), in order.
+    reconciled: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -188,6 +190,7 @@ class ModelRuntime:
         fast_forward: bool = True,
         grounded: bool = True,
         merged_decoding: bool = True,
+        reconcile: bool = True,
     ):
         self.base_dir = Path(base_dir)
         self._requested_device = device
@@ -200,6 +203,7 @@ class ModelRuntime:
         self.fast_forward = fast_forward
         self.grounded = grounded
         self.merged_decoding = merged_decoding
+        self.reconcile = reconcile
         self._merged: dict[str, list] = {}  # adapter internal name -> [(base linear, merged weight)]
         self._lock = threading.RLock()
         self._model = None  # the base, or the peft model wrapping it
@@ -231,6 +235,7 @@ class ModelRuntime:
             adapter_poll_s=settings.adapter_poll_s,
             grounded=settings.grounded_decoding,
             merged_decoding=settings.merged_decoding,
+            reconcile=settings.reconcile_amounts,
         )
 
     # --- loading -------------------------------------------------------------------------
@@ -620,14 +625,41 @@ class ModelRuntime:
                 "span": (s, e), "text": gen.text, "ms": gen.model_ms, "version": gen.adapter_version,
             })
         results = []
-        for parts in per_doc:
+        for text, parts in zip(texts, per_doc):
             merged = merge_windows(parts)
+            changes = self._reconcile(merged, text or "") if self.reconcile else []
             results.append(ExtractionResult(
                 fields=merged["fields"], confidence=merged["confidence"], grounding=merged["grounding"],
                 adapter_version=parts[0]["version"], model_ms=round(sum(p["ms"] for p in parts), 3),
-                windows=len(parts), outputs=[p["text"] for p in parts],
+                windows=len(parts), outputs=[p["text"] for p in parts], reconciled=[c.as_dict() for c in changes],
             ))
         return results
+
+    @staticmethod
+    def _reconcile(merged: dict, text: str) -> list:
+        """Amount reconciliation (`models.reconcile`) on a merged answer, in place.
+
+        A changed field is grounded again; a changed total-block field takes the lower of
+        the subtotal's and the total's confidence (the change is only as sure as the
+        figures it was balanced against); line items keep their confidence.
+        """
+        from models.grounding import ground_fields
+        from models.reconcile import reconcile
+
+        fields, confidence = merged["fields"], merged["confidence"]
+        changes = reconcile(fields, text, merged["grounding"])
+        if not changes:
+            return changes
+        fresh = ground_fields(fields, text)
+        for change in changes:
+            top = change.field.split("[", 1)[0]
+            merged["grounding"][top] = fresh[top]
+            if top == "line_items":
+                continue
+            anchors = [confidence[k] for k in ("subtotal", "total_amount") if confidence.get(k) is not None]
+            if anchors:
+                confidence[top] = min(anchors)
+        return changes
 
     # --- toolchain -----------------------------------------------------------------------
 

@@ -152,3 +152,41 @@ def test_duplicates_of_accepted_invoices(session, settings):
     first.status = "rejected"
     session.flush()
     assert validate_invoice(session, second, settings, today=TODAY).decision == Decision.VALID
+
+
+
+_FORK_SCRIPT = """
+import json, multiprocessing
+from invoicechain.ap import embeddings
+
+def child(queue):
+    queue.put((embeddings._model is not None, embeddings.embed(["Freight, 2 pallets"])[0]))
+
+assert embeddings.preload() is True
+model = embeddings._model
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+proc = ctx.Process(target=child, args=(queue,))
+proc.start()
+loaded_before_use, vector = queue.get(timeout=120)
+proc.join(timeout=60)
+assert embeddings.preload() is True and embeddings._model is model
+parent = embeddings.embed(["Freight, 2 pallets"])[0]
+print(json.dumps({"exitcode": proc.exitcode, "loaded": loaded_before_use,
+                  "diff": max(abs(a - b) for a, b in zip(vector, parent))}))
+"""
+
+
+def test_a_worker_parent_loads_minilm_once_for_its_forked_pool():
+    """As `invoicechain worker` does: `preload` in a fresh parent, then fork; the child embeds
+    with the parent's weights (no second load, no hang) and gets the parent's vectors."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["exitcode"] == 0
+    assert result["loaded"] is True
+    assert result["diff"] < 1e-6

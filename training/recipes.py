@@ -3,6 +3,8 @@
     python -m training.recipes extract --out data/extract.jsonl
     python -m training.recipes extract-more --out data/extract-more.jsonl
     python -m training.recipes extract-polish --out data/extract-polish.jsonl
+    python -m training.recipes extract-refine --out data/extract-refine.jsonl
+    python -m training.recipes extract-hone --out data/extract-hone.jsonl
     python -m training.recipes toolchain --out data/toolchain.jsonl
 
 `extract`: 220 synthetic invoices (seed 1, at most 1,024 tokens each, every layout) and the
@@ -13,6 +15,7 @@ each at most 1,536 tokens (the runtime's window), mixed with a fixed 150 of the 
 training receipts so that the receipts are not forgotten.
 `extract-polish`: the third stage, trained from the second stage's weights at a lower
 learning rate: the same recipe on a third seed (5), POLISH_TOKENS training tokens.
+`extract-refine` and `extract-hone`: stages 4 and 5, the same recipe on seeds 7 and 9.
 `toolchain`: a decision-balanced sample of the rules' decisions on the same synthetic
 corpus: every minority decision (INVALID, NO_MATCH, PARTIAL, PENDING_APPROVAL, HELD) and
 as many majority ones, so the adapter does not learn to answer the common case only.
@@ -49,7 +52,12 @@ REFINE_SEED = 7
 REFINE_CORPUS_SIZE = 800
 REFINE_TOKENS = 400_000
 REFINE_SROIE = 100
-TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED)
+#: Stage 5: a fifth seed, trained from stage 4's weights.
+HONE_SEED = 9
+HONE_CORPUS_SIZE = 800
+HONE_TOKENS = 400_000
+HONE_SROIE = 100
+TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED, HONE_SEED)
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
@@ -146,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "extract-refine", "toolchain"])
+    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "extract-refine", "extract-hone", "toolchain"])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
@@ -162,12 +170,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             summary = generate_corpus(POLISH_CORPUS_SIZE, POLISH_SEED, Path(tmp), toolchain=False)
             records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
                                            tokens=POLISH_TOKENS, receipts_count=POLISH_SROIE)
-        elif args.kind == "extract-refine":
+        elif args.kind in ("extract-refine", "extract-hone"):
             from training.synth.corpus import generate_corpus
 
-            summary = generate_corpus(REFINE_CORPUS_SIZE, REFINE_SEED, Path(tmp), toolchain=False)
+            size, seed, tokens, receipts = (
+                (REFINE_CORPUS_SIZE, REFINE_SEED, REFINE_TOKENS, REFINE_SROIE) if args.kind == "extract-refine"
+                else (HONE_CORPUS_SIZE, HONE_SEED, HONE_TOKENS, HONE_SROIE)
+            )
+            summary = generate_corpus(size, seed, Path(tmp), toolchain=False)
             records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
-                                           tokens=REFINE_TOKENS, receipts_count=REFINE_SROIE)
+                                           tokens=tokens, receipts_count=receipts)
         else:
             extract_path, toolchain_path = _corpus(Path(tmp))
             if args.kind == "extract":

@@ -2,7 +2,9 @@
 
 Used to match vendor-name variants and line descriptions when string similarity is not
 enough. The model is read from the installed package (never from a hub), loaded once per
-process on first use, and run on CPU: it is small and the calls are short.
+process on first use, and run on CPU: it is small and the calls are short. A prefork
+worker that serves the toolchain queue loads it once in its parent (`preload`), so every
+pool process shares the weights instead of loading them again after the fork.
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ def _load():
         model.eval()
         _model = model
     return _model, _tokenizer
+
+
+def preload() -> bool:
+    """Load the model now (in a worker's parent process, before its pool forks).
+
+    Only the weights are read: no forward pass runs here. A process that has already run
+    one must not fork pool processes that use the model: torch's OpenMP thread pool does
+    not survive a fork, and the child's first forward pass hangs. False when the package is not installed (the
+    first call to `embed` then raises the clear error).
+    """
+    try:
+        with _lock:
+            _load()
+    except EmbeddingModelMissing:
+        return False
+    return True
 
 
 def embed(texts: list[str]) -> list[list[float]]:

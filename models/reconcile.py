@@ -1,0 +1,178 @@
+"""Arithmetic reconciliation of extracted amounts against the numbers the document prints.
+
+An invoice's amounts obey two identities: each line's quantity x unit price = amount, and
+subtotal - discount + shipping + tax = total. When the model's answer breaks one of them
+and exactly one small change, made only with numbers printed where the value belongs,
+restores it, that change is applied:
+
+* **a line item** whose quantity x unit price is not its amount (more than a cent off):
+  another number printed on the item's line (or the line below) is tried as its
+  quantity, then as its unit price, then as its amount; the first column where exactly
+  one printed number balances the row takes it (quantities are the column most often
+  misread: a size in the description, the unit price copied). A row with a null column
+  is left alone: a line discount or a lump sum is not an error.
+* **the totals**, when subtotal and total are both known and do not balance: a null
+  discount, shipping or tax takes the one printed amount that balances them, or a value
+  written under the wrong one of the three moves to the null one that balances them
+  (a discount read as tax). A printed amount already used by another field is never
+  taken twice, and a value is never removed: a total that includes its tax (receipts)
+  does not balance and stays as read.
+
+Nothing happens when the answer balances, or when more than one change would balance it.
+Each applied change is reported (`Reconciled`) so callers can show it and lower their
+trust in the field; the extract step records them with the step's model output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from models.candidates import _NUMBER, _NUMERIC_DATE, _readings
+
+CENT = Decimal("0.01")
+_ROW_COLUMNS = ("quantity", "unit_price", "amount")
+_ADJUSTMENTS = ("discount", "shipping", "tax")
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One change: `field` (`shipping`, `line_items[3].quantity`) from `before` to `after`."""
+
+    field: str
+    before: str | None
+    after: str | None
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"field": self.field, "before": self.before, "after": self.after, "reason": self.reason}
+
+
+def _dec(value) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _text(value: Decimal) -> str:
+    """The schema's decimal string of a value (no exponent; places as printed)."""
+    return f"{value:f}"
+
+
+def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
+    """Every reading of every number printed in `text` (whole digit groups, never a piece of
+    a date). `cents_only`: only numbers printed with two decimals, as amounts are."""
+    dates = [m.span() for m in _NUMERIC_DATE.finditer(text)]
+    out: list[Decimal] = []
+    for m in _NUMBER.finditer(text):
+        if any(a < m.end() and m.start() < b for a, b in dates):
+            continue
+        token = m.group(0)
+        if cents_only and not (len(token) > 3 and token[-3] in ".," and token[-2:].isdigit()):
+            continue
+        negative = text[max(0, m.start() - 2) : m.start()].rstrip().endswith(("-", "("))
+        for value in _readings(token):
+            out.append(-value if negative else value)
+    return out
+
+
+def _balanced_row(q: Decimal, p: Decimal, a: Decimal) -> bool:
+    return abs(q * p - a) < CENT
+
+
+def _row_numbers(text: str, grounding: dict | None) -> list[Decimal] | None:
+    """Numbers printed after the item's description on its line, else on the line below
+    (receipts print an item's figures under it); None when the description is not located."""
+    span = (grounding or {}).get("description") or {}
+    if "start" not in span:
+        return None
+    end = text.find("\n", span["end"])
+    end = len(text) if end == -1 else end
+    numbers = _printed(text[span["end"] : end])
+    if not numbers and end < len(text):
+        below = text.find("\n", end + 1)
+        numbers = _printed(text[end + 1 : len(text) if below == -1 else below])
+    return numbers
+
+
+def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
+    """Balance each line item (quantity x unit price = amount) with a number printed on its line."""
+    changes: list[Reconciled] = []
+    items = fields.get("line_items") or []
+    item_grounding = (grounding or {}).get("line_items") or []
+    for i, item in enumerate(items):
+        values = {k: _dec(item.get(k)) for k in _ROW_COLUMNS}
+        if any(v is None for v in values.values()) or _balanced_row(*values.values()):
+            continue
+        printed = _row_numbers(text, item_grounding[i] if i < len(item_grounding) else None)
+        if not printed:
+            continue
+        printed = printed + [-n for n in printed]  # a credit note's sign may sit on another column
+        for column in _ROW_COLUMNS:
+            fits = {n for n in printed if n != values[column] and _balanced_row(*{**values, column: n}.values())}
+            if len(fits) == 1:
+                after = _text(fits.pop())
+                changes.append(Reconciled(
+                    f"line_items[{i}].{column}", item.get(column), after,
+                    "quantity x unit price did not equal the amount; the printed number that balances the row",
+                ))
+                item[column] = after
+                break
+            if fits:
+                break  # ambiguous: leave the row as read
+    return changes
+
+
+def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
+    """Balance subtotal - discount + shipping + tax = total by one change to the three adjustments."""
+    subtotal, total = _dec(fields.get("subtotal")), _dec(fields.get("total_amount"))
+    if subtotal is None or total is None:
+        return []
+    parts = {k: _dec(fields.get(k)) for k in _ADJUSTMENTS}
+
+    def balance(p: dict) -> Decimal:
+        return subtotal - (p["discount"] or 0) + (p["shipping"] or 0) + (p["tax"] or 0)
+
+    if abs(balance(parts) - total) < CENT:
+        return []
+    written = [fields.get(k) for k in ("subtotal", "total_amount", *_ADJUSTMENTS)]
+    written += [item.get(c) for item in fields.get("line_items") or [] for c in _ROW_COLUMNS]
+    used = {abs(v) for v in map(_dec, written) if v is not None}
+    printed = {abs(n): n.copy_abs() for n in _printed(text, cents_only=True) if abs(n) not in used}
+    nulls = [k for k in _ADJUSTMENTS if parts[k] is None]
+    options: list[tuple[str, str | None, Decimal]] = []  # (field filled, field emptied, value)
+    gap = total - balance(parts)
+    sign = -1 if subtotal < 0 else 1  # a credit note's amounts are all negative
+    for k in nulls:
+        need = -gap if k == "discount" else gap
+        if need != 0 and (need > 0) == (sign > 0) and abs(need) in printed:
+            options.append((k, None, printed[abs(need)] * sign))
+    for src in _ADJUSTMENTS:
+        if parts[src] is None:
+            continue
+        for dst in nulls:
+            trial = {**parts, src: None, dst: parts[src]}
+            if abs(balance(trial) - total) < CENT:
+                options.append((dst, src, parts[src]))
+    if len(options) != 1:
+        return []
+    dst, src, value = options[0]
+    changes = []
+    after = _text(value)
+    if src is not None:
+        after = fields[src]
+        changes.append(Reconciled(src, fields.get(src), None, f"the value belongs to {dst}: the totals balance with it there"))
+        fields[src] = None
+    reason = (f"moved from {src}: the totals balance with it here" if src
+              else "null, but the totals only balance with this printed amount")
+    changes.append(Reconciled(dst, fields.get(dst), after, reason))
+    fields[dst] = after
+    return changes
+
+
+def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
+    """Apply both reconciliations to `fields` in place; the changes made, in order."""
+    return reconcile_rows(fields, text, grounding) + reconcile_totals(fields, text)

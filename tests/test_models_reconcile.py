@@ -1,0 +1,164 @@
+"""Amount reconciliation: a broken row or total is mended only by one printed number, never guessed."""
+
+from __future__ import annotations
+
+import copy
+
+from models.grounding import ground_fields
+from models.reconcile import reconcile, reconcile_rows, reconcile_totals
+
+TWO_COLUMN = """ACME Supplies Ltd
+Invoice 4711
+Description  Qty  Price  Amount
+Laptop bag 14in  4  25.99  103.96
+HDMI cable 5m  8  12.50  100.00
+Net amount  203.96
+Bank details  Freight  20,15
+Bank: UniCredit  VAT 0%  0,00
+IBAN: IT28 I750 0068 1221 0232 4933 366  TOTAL  EUR 224,11
+"""
+
+
+def fields(**kw) -> dict:
+    base = {
+        "subtotal": "203.96", "discount": None, "shipping": None, "tax": "0.00", "total_amount": "224.11",
+        "line_items": [
+            {"description": "Laptop bag 14in", "quantity": "4", "unit_price": "25.99", "amount": "103.96"},
+            {"description": "HDMI cable 5m", "quantity": "8", "unit_price": "12.50", "amount": "100.00"},
+        ],
+    }
+    base.update(kw)
+    return base
+
+
+def run(f: dict, text: str):
+    return reconcile(f, text, ground_fields(f, text))
+
+
+def test_a_balanced_answer_is_left_as_it_is():
+    f = fields(shipping="20.15")
+    before = copy.deepcopy(f)
+    assert run(f, TWO_COLUMN) == []
+    assert f == before
+
+
+def test_shipping_missed_beside_a_second_column_is_taken_from_the_print():
+    f = fields()
+    changes = run(f, TWO_COLUMN)
+    assert f["shipping"] == "20.15"
+    assert [(c.field, c.before, c.after) for c in changes] == [("shipping", None, "20.15")]
+
+
+def test_a_discount_read_as_tax_moves_to_the_discount():
+    text = "Total HT  147,64\nRemise 2 %  -2,95\nNet à payer  144,69 EUR\n"
+    f = {"subtotal": "147.64", "discount": None, "shipping": None, "tax": "2.95", "total_amount": "144.69"}
+    changes = reconcile_totals(f, text)
+    assert (f["discount"], f["tax"]) == ("2.95", None)
+    assert [c.field for c in changes] == ["tax", "discount"]
+
+
+def test_a_total_that_includes_its_tax_is_not_balanced_by_force():
+    receipt = "TOTAL  RM 100.00\nGST 6% included  5.66\nCASH  100.00\n"
+    f = {"subtotal": "100.00", "discount": None, "shipping": None, "tax": "5.66", "total_amount": "100.00"}
+    assert reconcile_totals(f, receipt) == []
+    assert f["discount"] is None and f["tax"] == "5.66"
+
+
+def test_a_wrong_total_on_the_invoice_is_not_hidden():
+    """The invoice's own arithmetic error (total off by 10; "10" printed in a date, a line
+    amount equal to the gap) must reach validation, not be balanced away."""
+    text = ("Date 07/10/2026  Due 07.11.2026\nWidget  1  10.00  10.00\nGadget  2  96.98  193.96\n"
+            "Subtotal  203.96\nVAT 0%  0.00\nTotal  213.96\n")
+    f = fields(total_amount="213.96", line_items=[
+        {"description": "Widget", "quantity": "1", "unit_price": "10.00", "amount": "10.00"},
+        {"description": "Gadget", "quantity": "2", "unit_price": "96.98", "amount": "193.96"},
+    ])
+    assert run(f, text) == []
+    assert f["shipping"] is None and f["discount"] is None
+
+
+def test_two_ways_to_balance_means_no_change():
+    text = "Subtotal 100.00\nShipping 5.00\nHandling 5.00\nInsurance 5.00\nTotal 105.00\n"
+    # shipping or tax could each take a printed 5.00: which one is not for arithmetic to say
+    f = {"subtotal": "100.00", "discount": None, "shipping": None, "tax": None, "total_amount": "105.00"}
+    assert reconcile_totals(f, text) == []
+
+
+def test_a_quantity_read_from_the_description_is_corrected_from_its_line():
+    f = fields(line_items=[
+        {"description": "Laptop bag 14in", "quantity": "14", "unit_price": "25.99", "amount": "103.96"},
+        {"description": "HDMI cable 5m", "quantity": "8", "unit_price": "12.50", "amount": "100.00"},
+    ], shipping="20.15")
+    changes = run(f, TWO_COLUMN)
+    assert f["line_items"][0]["quantity"] == "4"
+    assert [(c.field, c.before, c.after) for c in changes] == [("line_items[0].quantity", "14", "4")]
+
+
+def test_a_credit_note_row_keeps_its_sign():
+    text = "Bubble wrap 1.5m x 100m  -1  56,20  -56,20\n"
+    f = {"line_items": [{"description": "Bubble wrap 1.5m x 100m", "quantity": "-56.20",
+                         "unit_price": "56.20", "amount": "-56.20"}]}
+    reconcile_rows(f, text, ground_fields(f, text))
+    assert f["line_items"][0]["quantity"] == "-1"
+
+
+def test_rows_that_cannot_be_checked_or_mended_stay_as_read():
+    text = "Consulting, March  12  110.00  1,250.00\nSetup fee  450.00\n"
+    items = [
+        # 12 x 110 != 1250 (a line discount?), and no other printed number balances it
+        {"description": "Consulting, March", "quantity": "12", "unit_price": "110.00", "amount": "1250.00"},
+        # a null column: nothing to check
+        {"description": "Setup fee", "quantity": None, "unit_price": None, "amount": "450.00"},
+    ]
+    f = {"line_items": copy.deepcopy(items)}
+    assert reconcile_rows(f, text, ground_fields(f, text)) == []
+    assert f["line_items"] == items
+
+
+def test_receipt_rows_take_their_figures_from_the_line_below():
+    text = "KF MODELLING CLAY KIDDY FISH\n1 PC  9.00  9.00\nTOTAL 9.00\n"
+    f = {"line_items": [{"description": "KF MODELLING CLAY KIDDY FISH", "quantity": "9.00",
+                         "unit_price": "9.00", "amount": "9.00"}]}
+    reconcile_rows(f, text, ground_fields(f, text))
+    assert f["line_items"][0]["quantity"] == "1"
+
+
+def test_the_runtime_regrounds_a_mended_field_and_trusts_it_as_much_as_the_totals():
+    from models.runtime import ModelRuntime
+
+    f = fields()
+    merged = {"fields": f, "grounding": ground_fields(f, TWO_COLUMN),
+              "confidence": {"subtotal": 0.9, "total_amount": 0.8, "shipping": 0.99, "line_items": 0.7}}
+    changes = ModelRuntime._reconcile(merged, TWO_COLUMN)
+    assert [c.field for c in changes] == ["shipping"]
+    span = merged["grounding"]["shipping"]
+    assert TWO_COLUMN[span["start"] : span["end"]] == "20,15"
+    assert merged["confidence"]["shipping"] == 0.8
+
+
+def test_the_extract_step_records_each_change_with_its_reason(settings):
+    from sqlmodel import select
+
+    from invoicechain import pipeline
+    from invoicechain.db.session import session_scope
+    from invoicechain.db.tables import Invoice, StepRun
+    from invoicechain.decisions import Step
+    from models.runtime import ExtractionResult, ModelRuntime
+
+    sub = pipeline.submit_document(TWO_COLUMN.encode(), "two-column.txt", "text/plain", settings=settings)
+    invoice_id = sub.invoice.id
+    assert pipeline.run_ingest(invoice_id, settings).proceed
+    text = pipeline.extraction_inputs([invoice_id], settings)[invoice_id]
+    f = fields()
+    merged = {"fields": f, "grounding": ground_fields(f, text), "confidence": {"subtotal": 0.9, "total_amount": 0.9}}
+    changes = ModelRuntime._reconcile(merged, text)
+    result = ExtractionResult(fields=f, confidence=merged["confidence"], grounding=merged["grounding"],
+                              adapter_version="extract:1", model_ms=1.0,
+                              reconciled=[c.as_dict() for c in changes])
+    assert pipeline.save_extraction(invoice_id, result, t0=0.0, settings=settings).proceed
+    with session_scope(settings) as session:
+        run = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.step == Step.EXTRACT)).one()
+        assert [r["code"] for r in run.reasons] == ["RECONCILED_AMOUNT"]
+        assert "shipping: null -> 20.15" in run.reasons[0]["message"]
+        assert run.model_output["reconciled"] == [c.as_dict() for c in changes]
+        assert session.get(Invoice, invoice_id).fields["shipping"] == "20.15"
