@@ -176,3 +176,18 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Apply both reconciliations to `fields` in place; the changes made, in order."""
     return reconcile_rows(fields, text, grounding) + reconcile_totals(fields, text)
+
+
+def undo(fields: dict, changes: list[dict]) -> dict:
+    """A copy of `fields` as decoded: `changes` (as `Reconciled.as_dict()`) taken back."""
+    import copy
+    import re
+
+    out = copy.deepcopy(fields)
+    for change in reversed(changes):
+        m = re.fullmatch(r"line_items\[(\d+)\]\.(\w+)", change["field"])
+        if m:
+            out["line_items"][int(m.group(1))][m.group(2)] = change["before"]
+        else:
+            out[change["field"]] = change["before"]
+    return out

@@ -162,3 +162,16 @@ def test_the_extract_step_records_each_change_with_its_reason(settings):
         assert "shipping: null -> 20.15" in run.reasons[0]["message"]
         assert run.model_output["reconciled"] == [c.as_dict() for c in changes]
         assert session.get(Invoice, invoice_id).fields["shipping"] == "20.15"
+
+
+def test_undo_gives_back_the_answer_as_decoded():
+    from models.reconcile import undo
+
+    decoded = fields(discount="20.15", line_items=[
+        {"description": "Laptop bag 14in", "quantity": "14", "unit_price": "25.99", "amount": "103.96"},
+        {"description": "HDMI cable 5m", "quantity": "8", "unit_price": "12.50", "amount": "100.00"},
+    ])
+    f = copy.deepcopy(decoded)
+    changes = run(f, TWO_COLUMN)
+    assert [c.field for c in changes] == ["line_items[0].quantity", "discount", "shipping"]
+    assert undo(f, [c.as_dict() for c in changes]) == decoded

@@ -177,17 +177,28 @@ def evaluate_extraction(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Extract every record's document with the runtime and score against the record's answer."""
+    from models.reconcile import undo
+
     recs = [r for r in records if is_extract_record(r)]
     preds: list[Any] = []
+    decoded: list[Any] = []
     t0 = time.perf_counter()
     for i in range(0, len(recs), batch_size):
         chunk = recs[i : i + batch_size]
         results = runtime.extract([r["input"] for r in chunk], adapter=adapter)
-        preds.extend(getattr(res, "fields", None) for res in results)
+        for res in results:
+            fields = getattr(res, "fields", None)
+            changes = getattr(res, "reconciled", None) or []
+            preds.append(fields)
+            decoded.append(undo(fields, changes) if fields is not None and changes else fields)
         if progress:
             progress(len(preds), len(recs))
-    scores = score_extraction(preds, [r["output"] for r in recs])
+    gold = [r["output"] for r in recs]
+    scores = score_extraction(preds, gold)
     scores["seconds"] = round(time.perf_counter() - t0, 2)
+    # The same answers before amount reconciliation (models.reconcile): the model's own share.
+    scores["as_decoded"] = score_extraction(decoded, gold)
+    scores["reconciled_documents"] = sum(p is not d for p, d in zip(preds, decoded))
     return scores
 
 
