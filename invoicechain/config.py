@@ -70,7 +70,11 @@ class Settings(BaseSettings):
         "recorded with the extract step.",
     )
     max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
-    max_input_tokens: int = Field(1536, gt=0, description="Longest document window given to the model (longer text is windowed).")
+    max_input_tokens: int = Field(
+        3072, gt=0,
+        description="Longest document window given to the model, in tokens (longer text is windowed); twice "
+        "the longest training record, so that a two-page invoice is read whole.",
+    )
     merged_decoding: bool = Field(
         True,
         description="A batch served by one adapter runs on weights merged with it (built once per adapter "

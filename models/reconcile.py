@@ -6,11 +6,11 @@ and exactly one small change, made only with numbers printed where the value bel
 restores it, that change is applied:
 
 * **a line item** whose quantity x unit price is not its amount (more than a cent off):
-  another number printed on the item's line (or the line below) is tried as its
-  quantity, then as its unit price, then as its amount; the first column where exactly
-  one printed number balances the row takes it (quantities are the column most often
-  misread: a size in the description, the unit price copied). A row with a null column
-  is left alone: a line discount or a lump sum is not an error.
+  every number printed on the item's line after its description (or on the line below,
+  as receipts print it) is tried in each of the three columns. One change that balances
+  the row is made; of several, only the one whose quantity, unit price and amount are
+  printed in that order, left to right. A row with a null column is left alone: a line
+  discount or a lump sum is not an error.
 * **the totals**, when subtotal and total are both known and do not balance: a null
   discount, shipping or tax takes the one printed amount that balances them, or a value
   written under the wrong one of the three moves to the null one that balances them
@@ -98,6 +98,17 @@ def _row_numbers(text: str, grounding: dict | None) -> list[Decimal] | None:
     return numbers
 
 
+def _in_printed_order(values: list[Decimal], printed: list[Decimal]) -> bool:
+    """Whether quantity, unit price and amount can be read left to right off the row."""
+    pos = -1
+    for v in values:
+        nxt = next((k for k in range(pos + 1, len(printed)) if abs(printed[k]) == abs(v)), None)
+        if nxt is None:
+            return False
+        pos = nxt
+    return True
+
+
 def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Balance each line item (quantity x unit price = amount) with a number printed on its line."""
     changes: list[Reconciled] = []
@@ -110,19 +121,22 @@ def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> li
         printed = _row_numbers(text, item_grounding[i] if i < len(item_grounding) else None)
         if not printed:
             continue
-        printed = printed + [-n for n in printed]  # a credit note's sign may sit on another column
-        for column in _ROW_COLUMNS:
-            fits = {n for n in printed if n != values[column] and _balanced_row(*{**values, column: n}.values())}
-            if len(fits) == 1:
-                after = _text(fits.pop())
-                changes.append(Reconciled(
-                    f"line_items[{i}].{column}", item.get(column), after,
-                    "quantity x unit price did not equal the amount; the printed number that balances the row",
-                ))
-                item[column] = after
-                break
-            if fits:
-                break  # ambiguous: leave the row as read
+        signed = printed + [-n for n in printed]  # a credit note's sign may sit on another column
+        fixes = [
+            (column, n) for column in _ROW_COLUMNS for n in dict.fromkeys(signed)
+            if n != values[column] and _balanced_row(*{**values, column: n}.values())
+        ]
+        if len(fixes) > 1:  # several single changes balance the row: keep those read left to right
+            fixes = [(c, n) for c, n in fixes if _in_printed_order(list({**values, c: n}.values()), printed)]
+        if len(fixes) != 1:
+            continue  # nothing, or nothing unambiguous, balances the row: leave it as read
+        column, n = fixes[0]
+        after = _text(n)
+        changes.append(Reconciled(
+            f"line_items[{i}].{column}", item.get(column), after,
+            "quantity x unit price did not equal the amount; the printed number that balances the row",
+        ))
+        item[column] = after
     return changes
 
 

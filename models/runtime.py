@@ -183,7 +183,7 @@ class ModelRuntime:
         *,
         dtype: Any = "auto",
         max_new_tokens: int = 768,
-        max_input_tokens: int = 1536,
+        max_input_tokens: int = 3072,
         batch_size: int = 16,
         window_overlap: int = 128,
         adapter_poll_s: float = 5.0,

@@ -175,3 +175,13 @@ def test_undo_gives_back_the_answer_as_decoded():
     changes = run(f, TWO_COLUMN)
     assert [c.field for c in changes] == ["line_items[0].quantity", "discount", "shipping"]
     assert undo(f, [c.as_dict() for c in changes]) == decoded
+
+
+def test_of_several_mends_the_one_read_left_to_right_is_taken():
+    """12 x 12 != 117.84: 9.82 balances the row as quantity or as unit price; the row prints
+    quantity, unit price, amount, so it is the unit price."""
+    text = "Tea assortment (100 bags)  12  9,82  117,84\n"
+    f = {"line_items": [{"description": "Tea assortment (100 bags)", "quantity": "12",
+                         "unit_price": "12", "amount": "117.84"}]}
+    reconcile_rows(f, text, ground_fields(f, text))
+    assert (f["line_items"][0]["quantity"], f["line_items"][0]["unit_price"]) == ("12", "9.82")

@@ -241,7 +241,7 @@ def evaluate_adapter(
     max_records: int | None = None,
     runtime=None,
     max_new_tokens: int = 768,
-    max_input_tokens: int = 1536,
+    max_input_tokens: int = 3072,
 ) -> dict:
     """Evaluate a freshly trained adapter on eval records through the real runtime.
 
