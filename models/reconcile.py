@@ -25,9 +25,12 @@ trust in the field; the extract step records them with the step's model output.
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from invoicechain.schema import DECIMAL_PATTERN
 from models.candidates import _NUMBER, _NUMERIC_DATE, _readings
 
 CENT = Decimal("0.01")
@@ -75,7 +78,8 @@ def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
             continue
         negative = text[max(0, m.start() - 2) : m.start()].rstrip().endswith(("-", "("))
         for value in _readings(token):
-            out.append(-value if negative else value)
+            if re.match(DECIMAL_PATTERN, f"{value:f}"):  # what the schema can hold
+                out.append(-value if negative else value)
     return out
 
 
@@ -194,9 +198,6 @@ def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Re
 
 def undo(fields: dict, changes: list[dict]) -> dict:
     """A copy of `fields` as decoded: `changes` (as `Reconciled.as_dict()`) taken back."""
-    import copy
-    import re
-
     out = copy.deepcopy(fields)
     for change in reversed(changes):
         m = re.fullmatch(r"line_items\[(\d+)\]\.(\w+)", change["field"])
