@@ -185,3 +185,18 @@ def test_of_several_mends_the_one_read_left_to_right_is_taken():
                          "unit_price": "12", "amount": "117.84"}]}
     reconcile_rows(f, text, ground_fields(f, text))
     assert (f["line_items"][0]["quantity"], f["line_items"][0]["unit_price"]) == ("12", "9.82")
+
+
+def test_true_answers_are_never_changed_faulty_invoices_included(tmp_path):
+    """On the generator's true answers (60% faults, arithmetic errors among them), nothing to mend."""
+    import json
+
+    from training.synth.corpus import generate_corpus
+
+    summary = generate_corpus(60, 778, tmp_path, fault_rate=0.6, processes=1, toolchain=False)
+    records = [json.loads(line) for line in summary.extract_jsonl.read_text().splitlines()]
+    assert len(records) == 60
+    assert any("arithmetic" in str(k).lower() and n > 0 for k, n in summary.faults.items()), summary.faults
+    for r in records:
+        answer = r["output"] if isinstance(r["output"], dict) else json.loads(r["output"])
+        assert run(copy.deepcopy(answer), r["input"]) == [], r["input"][:200]
