@@ -46,9 +46,14 @@ def api(
     uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
 
 
+def queue_names(queues: str) -> list[str]:
+    """The queue names of a comma-separated `--queues` value."""
+    return [q.strip() for q in queues.split(",") if q.strip()]
+
+
 def worker_argv(queues: str, concurrency: int, pool: str | None = None, hostname: str | None = None) -> list[str]:
     settings = get_settings()
-    names = [q.strip() for q in queues.split(",") if q.strip()]
+    names = queue_names(queues)
     argv = ["worker", "--loglevel=INFO", f"--queues={','.join(names)}", f"--concurrency={concurrency}", "-E"]
     if "extract" in names:
         # celery-batches holds messages unacknowledged until their batch has run: the prefetch
@@ -72,7 +77,7 @@ def worker(
     from workers.celery_app import app as celery_app
 
     init_db()
-    if "toolchain" in [q.strip() for q in queues.split(",")]:
+    if "toolchain" in queue_names(queues):
         from invoicechain.ap.embeddings import preload
 
         preload()  # shared by the pool processes (copy-on-write) instead of loaded in each

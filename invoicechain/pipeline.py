@@ -356,7 +356,7 @@ def save_extraction(
         inv.grounding = result.grounding
         ungrounded = [k for k, g in (result.grounding or {}).items() if isinstance(g, dict) and g.get("grounded") is False]
         reasons = [{"code": "UNGROUNDED_FIELD", "message": f"The value of {k} was not found in the document text."} for k in ungrounded]
-        reconciled = list(getattr(result, "reconciled", None) or [])
+        reconciled = result.reconciled
         reasons += [
             {"code": "RECONCILED_AMOUNT",
              "message": f"{c['field']}: {c['before'] or 'null'} -> {c['after'] or 'null'} ({c['reason']})."}

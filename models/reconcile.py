@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 from invoicechain.schema import DECIMAL_PATTERN
@@ -48,7 +48,7 @@ class Reconciled:
     reason: str
 
     def as_dict(self) -> dict:
-        return {"field": self.field, "before": self.before, "after": self.after, "reason": self.reason}
+        return asdict(self)
 
 
 def _dec(value) -> Decimal | None:
@@ -178,16 +178,14 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     if len(options) != 1:
         return []
     dst, src, value = options[0]
-    changes = []
-    after = _text(value)
-    if src is not None:
-        after = fields[src]
-        changes.append(Reconciled(src, fields.get(src), None, f"the value belongs to {dst}: the totals balance with it there"))
-        fields[src] = None
-    reason = (f"moved from {src}: the totals balance with it here" if src
-              else "null, but the totals only balance with this printed amount")
-    changes.append(Reconciled(dst, fields.get(dst), after, reason))
-    fields[dst] = after
+    if src is None:
+        changes = [Reconciled(dst, None, _text(value), "null, but the totals only balance with this printed amount")]
+    else:
+        moved = fields[src]
+        changes = [Reconciled(src, moved, None, f"the value belongs to {dst}: the totals balance with it there"),
+                   Reconciled(dst, None, moved, f"moved from {src}: the totals balance with it here")]
+    for change in changes:
+        fields[change.field] = change.after
     return changes
 
 

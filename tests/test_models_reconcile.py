@@ -94,12 +94,16 @@ def test_a_quantity_read_from_the_description_is_corrected_from_its_line():
     assert [(c.field, c.before, c.after) for c in changes] == [("line_items[0].quantity", "14", "4")]
 
 
+def mend_row(text: str, description: str, quantity: str, unit_price: str, amount: str) -> dict:
+    """One item as decoded, after row reconciliation against `text`."""
+    f = {"line_items": [{"description": description, "quantity": quantity, "unit_price": unit_price, "amount": amount}]}
+    reconcile_rows(f, text, ground_fields(f, text))
+    return f["line_items"][0]
+
+
 def test_a_credit_note_row_keeps_its_sign():
     text = "Bubble wrap 1.5m x 100m  -1  56,20  -56,20\n"
-    f = {"line_items": [{"description": "Bubble wrap 1.5m x 100m", "quantity": "-56.20",
-                         "unit_price": "56.20", "amount": "-56.20"}]}
-    reconcile_rows(f, text, ground_fields(f, text))
-    assert f["line_items"][0]["quantity"] == "-1"
+    assert mend_row(text, "Bubble wrap 1.5m x 100m", "-56.20", "56.20", "-56.20")["quantity"] == "-1"
 
 
 def test_rows_that_cannot_be_checked_or_mended_stay_as_read():
@@ -117,10 +121,7 @@ def test_rows_that_cannot_be_checked_or_mended_stay_as_read():
 
 def test_receipt_rows_take_their_figures_from_the_line_below():
     text = "KF MODELLING CLAY KIDDY FISH\n1 PC  9.00  9.00\nTOTAL 9.00\n"
-    f = {"line_items": [{"description": "KF MODELLING CLAY KIDDY FISH", "quantity": "9.00",
-                         "unit_price": "9.00", "amount": "9.00"}]}
-    reconcile_rows(f, text, ground_fields(f, text))
-    assert f["line_items"][0]["quantity"] == "1"
+    assert mend_row(text, "KF MODELLING CLAY KIDDY FISH", "9.00", "9.00", "9.00")["quantity"] == "1"
 
 
 def test_the_runtime_regrounds_a_mended_field_and_trusts_it_as_much_as_the_totals():
@@ -181,10 +182,8 @@ def test_of_several_mends_the_one_read_left_to_right_is_taken():
     """12 x 12 != 117.84: 9.82 balances the row as quantity or as unit price; the row prints
     quantity, unit price, amount, so it is the unit price."""
     text = "Tea assortment (100 bags)  12  9,82  117,84\n"
-    f = {"line_items": [{"description": "Tea assortment (100 bags)", "quantity": "12",
-                         "unit_price": "12", "amount": "117.84"}]}
-    reconcile_rows(f, text, ground_fields(f, text))
-    assert (f["line_items"][0]["quantity"], f["line_items"][0]["unit_price"]) == ("12", "9.82")
+    item = mend_row(text, "Tea assortment (100 bags)", "12", "12", "117.84")
+    assert (item["quantity"], item["unit_price"]) == ("12", "9.82")
 
 
 def test_true_answers_are_never_changed_faulty_invoices_included(tmp_path):

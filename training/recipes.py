@@ -58,6 +58,13 @@ HONE_CORPUS_SIZE = 800
 HONE_TOKENS = 400_000
 HONE_SROIE = 100
 TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED, HONE_SEED)
+#: Extract stages after the first: recipe name -> (corpus size, seed, token budget, SROIE receipts).
+LATER_STAGES = {
+    "extract-more": (MORE_CORPUS_SIZE, MORE_SEED, MORE_TOKENS, MORE_SROIE),
+    "extract-polish": (POLISH_CORPUS_SIZE, POLISH_SEED, POLISH_TOKENS, POLISH_SROIE),
+    "extract-refine": (REFINE_CORPUS_SIZE, REFINE_SEED, REFINE_TOKENS, REFINE_SROIE),
+    "extract-hone": (HONE_CORPUS_SIZE, HONE_SEED, HONE_TOKENS, HONE_SROIE),
+}
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
@@ -154,29 +161,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", "extract-more", "extract-polish", "extract-refine", "extract-hone", "toolchain"])
+    parser.add_argument("kind", choices=["extract", *LATER_STAGES, "toolchain"])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.kind == "extract-more":
+        if args.kind in LATER_STAGES:
             from training.synth.corpus import generate_corpus
 
-            summary = generate_corpus(MORE_CORPUS_SIZE, MORE_SEED, Path(tmp), toolchain=False)
-            records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl)
-        elif args.kind == "extract-polish":
-            from training.synth.corpus import generate_corpus
-
-            summary = generate_corpus(POLISH_CORPUS_SIZE, POLISH_SEED, Path(tmp), toolchain=False)
-            records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
-                                           tokens=POLISH_TOKENS, receipts_count=POLISH_SROIE)
-        elif args.kind in ("extract-refine", "extract-hone"):
-            from training.synth.corpus import generate_corpus
-
-            size, seed, tokens, receipts = (
-                (REFINE_CORPUS_SIZE, REFINE_SEED, REFINE_TOKENS, REFINE_SROIE) if args.kind == "extract-refine"
-                else (HONE_CORPUS_SIZE, HONE_SEED, HONE_TOKENS, HONE_SROIE)
-            )
+            size, seed, tokens, receipts = LATER_STAGES[args.kind]
             summary = generate_corpus(size, seed, Path(tmp), toolchain=False)
             records = extract_more_records(_tokenizer(args.base), summary.extract_jsonl,
                                            tokens=tokens, receipts_count=receipts)

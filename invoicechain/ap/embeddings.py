@@ -54,8 +54,8 @@ def preload() -> bool:
 
     Only the weights are read: no forward pass runs here. A process that has already run
     one must not fork pool processes that use the model: torch's OpenMP thread pool does
-    not survive a fork, and the child's first forward pass hangs. False when the package is not installed (the
-    first call to `embed` then raises the clear error).
+    not survive a fork, and the child's first forward pass hangs. False when the package
+    is not installed (the first call to `embed` then raises the clear error).
     """
     try:
         with _lock:
