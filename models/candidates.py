@@ -207,3 +207,97 @@ def text_chunks(text: str) -> list[str]:
     """
     flat = " ".join((text or "").split())
     return [json.dumps(piece, ensure_ascii=False)[1:-1] for piece in _PIECE.findall(flat)]
+
+
+def _date_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _NUMERIC_DATE.finditer(text)]
+    for pattern in _TEXT_DATES:  # only where the words make a date (`30 box 12` is none)
+        spans += [m.span() for m in pattern.finditer(text)
+                  if _parse_text_date(" ".join(m.group(0).replace("-", " ").split()))]
+    return spans
+
+
+def printed_numbers(line: str) -> list[tuple[list[Decimal], bool, str]]:
+    """The numbers a line prints, left to right: each one's unsigned readings, whether it is
+    printed negative (`-12.00`, `12.00-`, `(12.00)`), and its kind: `plain`, `date` (part of
+    a date), `times` (beside an `x`: `2x`, `x3.50`), `percent` (`10%`) or `word` (glued to
+    a letter or a hyphen: `80gsm`, `A4`, `6205-2RS`, part of a name rather than a column)."""
+    line = line or ""
+    dates = _date_spans(line)
+    out = []
+    for m in _NUMBER.finditer(line):
+        readings = sorted({r for r in _readings(m.group(0)) if _canonical(r) is not None})
+        if not readings:
+            continue
+        s, e = m.start(), m.end()
+        left, right = line[s - 1 : s] if s else "", line[e : e + 1]
+        minus = left in ("-", "\u2212") and not line[s - 2 : s - 1].isalnum()
+        negative = minus or left == "(" or (right == "-" and not line[e + 1 : e + 2].isalnum())
+        if any(a < e and s < b for a, b in dates):
+            kind = "date"
+        elif right == "%":
+            kind = "percent"
+        elif left in ("x", "X") or right in ("x", "X"):
+            kind = "times"
+        elif left.isalpha() or right.isalpha() or (left == "-" and not minus):
+            kind = "word"
+        else:
+            kind = "plain"
+        out.append((readings, negative, kind))
+    return out
+
+
+#: The most numbers of one line tried as a row's columns.
+ROW_MAX_NUMBERS = 12
+
+
+def balanced_rows(line: str) -> list[tuple[str, str, str]]:
+    """Every (quantity, unit price, amount) a printed line can be read as, with quantity x
+    unit price = amount to the cent (amount not zero), each from a different number of the
+    line.
+
+    Numbers that are part of a word or a percentage are never columns, and the amount is a
+    plain number (`printed_numbers`). Readings are tried in tiers and the first tier that
+    has any is kept: plain numbers printed left to right in that order; then left to right
+    with quantity or unit price beside an `x` or inside something read as a date (`2x3.50`;
+    `set of 6 set 20  5,82  116,40`, where `6 set 20` reads as a date); then plain numbers in
+    any order (a table may print the price before the quantity). `1 July 2026 - 31 July
+    2026  4,072.40` is no row. Signs: as printed where that keeps
+    the identity, else every combination that keeps it with the numbers printed negative
+    negative (a credit note may sign only some columns).
+    """
+    if len(_NUMBER.findall(line or "")) < 3:
+        return []
+    numbers = printed_numbers(line)[:ROW_MAX_NUMBERS]
+    tiers: tuple[list, list, list] = ([], [], [])
+    n = len(numbers)
+    for i in range(n):
+        for j in range(n):
+            for k in range(n):
+                if len({i, j, k}) < 3:
+                    continue
+                kinds = (numbers[i][2], numbers[j][2], numbers[k][2])
+                if kinds[2] != "plain" or "word" in kinds or "percent" in kinds:
+                    continue
+                ordered = i < j < k
+                plain = kinds == ("plain",) * 3
+                if not (ordered or plain):
+                    continue
+                tier = tiers[0 if ordered and plain else 1 if ordered else 2]
+                for a in numbers[k][0]:
+                    if a == 0:
+                        continue
+                    for q in numbers[i][0]:
+                        for p in numbers[j][0]:
+                            if abs(q * p - a) <= Decimal("0.005"):
+                                tier.append(((q, p, a), tuple(numbers[x][1] for x in (i, j, k))))
+    out: dict[tuple[str, str, str], None] = {}
+    for (q, p, a), marks in next((t for t in tiers if t), []):
+        combos = [(sq, sp, sq * sp) for sq in (1, -1) for sp in (1, -1)]
+        printed = [c for c in combos if all((sg < 0) == mk for sg, mk in zip(c, marks))]
+        signed = [c for c in combos if all(sg < 0 for sg, mk in zip(c, marks) if mk)]
+        for signs in printed or signed or combos:
+            triple = tuple(_canonical(sg * v) for sg, v in zip(signs, (q, p, a)))
+            if None not in triple:
+                out[triple] = None
+    return list(out)

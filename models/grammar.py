@@ -399,17 +399,28 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     next line holds only figures (no word of three letters or more: `2 x 3.50  7.00`), an
     item may also take its description from the line and its numbers from the next one,
     as receipts print them. Anchors strictly increase from item to item, so no row is
-    read twice and none out of order. Which rows are items, and which piece of each, is
-    still the model's choice.
+    read twice and none out of order.
+
+    Where rows balance (a line with a word whose numbers read as quantity x unit price =
+    amount, `models.candidates.balanced_rows`), the table is found by its arithmetic: every
+    balanced row is an item, with one of its balanced readings as its numbers; no item
+    comes before the first or after the last (a total, an address or a page footer is
+    no item); a row between two balanced rows that does not balance (a line discount) may
+    still be one, with any of its numbers. Without balanced rows any row may be an item.
+    Which piece of each row is the description, and which reading of a row, is the
+    model's choice.
     """
     from invoicechain.schema import DECIMAL_PATTERN
-    from models.candidates import number_candidates, text_chunks
+    from models.candidates import balanced_rows, number_candidates, text_chunks
+    from models.grounding import LINE_NUMBER_FIELDS
 
     props = item["properties"]
+    keys = list(props)
     desc_limit = int((_split_nullable(props["description"])[0] or {}).get("maxLength", 200))
     line_numbers = [number_candidates(ln) for ln in lines]
     figures_only = [bool(nums) and not _WORDY.search(ln) for ln, nums in zip(lines, line_numbers)]
     terminal_of: dict[tuple, str] = {}  # one terminal per distinct line text or number set
+    n = len(lines)
 
     def numbers_of(line: int) -> str | None:
         values = line_numbers[line]
@@ -428,26 +439,76 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
             terminal_of[key] = substring(desc_limit, pieces, tag=f"ROW{len(terminal_of)}")
         return terminal_of[key]
 
-    def item_rule(name: str, desc_line: int, num_line: int) -> str:
+    def head(key: str) -> str:
+        return ("{" if keys.index(key) == 0 else ",") + json.dumps(key) + ":"
+
+    # The three number columns are written together where the schema puts them side by side.
+    first = keys.index(LINE_NUMBER_FIELDS[0]) if LINE_NUMBER_FIELDS[0] in keys else -1
+    joint = first >= 0 and tuple(keys[first : first + 3]) == LINE_NUMBER_FIELDS
+
+    def item_rule(name: str, desc_line: int, num_line: int, readings: list | None = None) -> str:
         parts = []
-        for i, (key, sub) in enumerate(props.items()):
+        for key, sub in props.items():
             inner, nullable = _split_nullable(sub)
+            if readings and joint and key in LINE_NUMBER_FIELDS:
+                if key == LINE_NUMBER_FIELDS[0]:
+                    rules[f"{name}_nums"] = " | ".join(
+                        " ".join(f"{_lit(head(k))} {_lit(json.dumps(v))}" for k, v in zip(LINE_NUMBER_FIELDS, r))
+                        for r in readings)
+                    parts.append(f"({name}_nums)")
+                continue
             if key == "description":
                 expr = _or_null(text_of(desc_line), nullable, None)
+            elif readings and key in LINE_NUMBER_FIELDS:
+                column = LINE_NUMBER_FIELDS.index(key)
+                expr = " | ".join(_lit(json.dumps(v)) for v in dict.fromkeys(r[column] for r in readings))
             elif inner is not None and inner.get("pattern") == DECIMAL_PATTERN:
                 expr = _or_null(numbers_of(num_line), nullable, lambda sub=sub, key=key: value(sub, key))
             else:
                 expr = value(sub, key)
-            parts.append(f"{_lit(('{' if i == 0 else ',') + json.dumps(key) + ':')} ({expr})")
+            parts.append(f"{_lit(head(key))} ({expr})")
         rules[name] = " ".join(parts) + ' "}"'
         return name
 
-    n = len(lines)
+    def pairs_with_next(k: int) -> bool:
+        return k + 1 < n and figures_only[k + 1] and not figures_only[k]
+
+    # Balanced rows: (description line, numbers line, readings).
+    anchors: list[tuple[int, int, list]] = []
+    for k, ln in enumerate(lines):
+        if not _WORDY.search(ln):
+            continue
+        if readings := balanced_rows(ln):
+            anchors.append((k, k, readings))
+        elif pairs_with_next(k) and (readings := balanced_rows(lines[k + 1])):
+            anchors.append((k, k + 1, readings))
+
+    if anchors:
+        for i in range(len(anchors) - 1, -1, -1):
+            k, num_line, readings = anchors[i]
+            anchor = item_rule(f"anchor{k}", k, num_line, readings)
+            if i == len(anchors) - 1:
+                rules[f"chain{i}"] = anchor
+                continue
+            stop = anchors[i + 1][0]
+            nxt = f"chain{i + 1}"
+            for r in range(stop - 1, num_line, -1):  # rows between two balanced rows: optional items
+                options = [f'{item_rule(f"row{r}", r, r)} "," {nxt}']
+                if pairs_with_next(r) and r + 2 <= stop:
+                    after = f"gap{i}_{r + 2}" if r + 2 < stop else f"chain{i + 1}"
+                    options.append(f'{item_rule(f"rowpair{r}", r, r + 1)} "," {after}')
+                options.append(nxt)
+                rules[f"gap{i}_{r}"] = " | ".join(options)
+                nxt = f"gap{i}_{r}"
+            rules[f"chain{i}"] = f'{anchor} "," {nxt}'
+        rules["list_line_items"] = '"[" chain0 "]"'
+        return "list_line_items"
+
     for k in range(n - 1, -1, -1):
         options = []
         single = item_rule(f"row{k}", k, k)
         options.append(single if k + 1 >= n else f'{single} ("," after{k + 1})?')
-        if k + 1 < n and figures_only[k + 1] and not figures_only[k]:
+        if pairs_with_next(k):
             pair = item_rule(f"rowpair{k}", k, k + 1)
             options.append(pair if k + 2 >= n else f'{pair} ("," after{k + 2})?')
         rules[f"seq{k}"] = " | ".join(options)

@@ -1,7 +1,8 @@
 """Arithmetic reconciliation of extracted amounts against the numbers the document prints.
 
-An invoice's amounts obey two identities: each line's quantity x unit price = amount, and
-subtotal - discount + shipping + tax = total. When the model's answer breaks one of them
+An invoice's amounts obey three identities: each line's quantity x unit price = amount,
+the lines' amounts add up to the subtotal, and subtotal - discount + shipping + tax =
+total. When the model's answer breaks one of them
 and exactly one small change, made only with numbers printed where the value belongs,
 restores it, that change is applied:
 
@@ -11,12 +12,16 @@ restores it, that change is applied:
   the row is made; of several, only the one whose quantity, unit price and amount are
   printed in that order, left to right. A row with a null column is left alone: a line
   discount or a lump sum is not an error.
+* **the subtotal**, when it is not the sum of the line items' amounts and that sum is
+  printed apart from the rows themselves: it takes the sum (a page's "carried forward"
+  read as the subtotal).
 * **the totals**, when subtotal and total are both known and do not balance: a null
   discount, shipping or tax takes the one printed amount that balances them, or a value
   written under the wrong one of the three moves to the null one that balances them
   (a discount read as tax). A printed amount already used by another field is never
   taken twice, and a value is never removed: a total that includes its tax (receipts)
-  does not balance and stays as read.
+  does not balance and stays as read. The total itself is never changed: an invoice
+  whose printed total is wrong must reach validation with it.
 
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
@@ -83,6 +88,14 @@ def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
     return out
 
 
+def _printed_counts(text: str) -> dict[Decimal, int]:
+    """How many times each amount (absolute, two decimals printed) is printed in `text`."""
+    counts: dict[Decimal, int] = {}
+    for value in _printed(text, cents_only=True):
+        counts[abs(value)] = counts.get(abs(value), 0) + 1
+    return counts
+
+
 def _balanced_row(q: Decimal, p: Decimal, a: Decimal) -> bool:
     return abs(q * p - a) < CENT
 
@@ -144,6 +157,28 @@ def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> li
     return changes
 
 
+def reconcile_subtotal(fields: dict, text: str) -> list[Reconciled]:
+    """The subtotal as the sum of the line items' amounts, where it is not and the sum is printed."""
+    items = fields.get("line_items") or []
+    subtotal = _dec(fields.get("subtotal"))
+    amounts = [_dec(item.get("amount")) for item in items]
+    if not items or subtotal is None or None in amounts:
+        return []
+    total = sum(amounts, Decimal(0))
+    counts = _printed_counts(text)
+    for item in items:  # the rows' own printings are not the sum's
+        for v in map(_dec, (item.get(c) for c in _ROW_COLUMNS)):
+            if v is not None and counts.get(abs(v)):
+                counts[abs(v)] -= 1
+    if abs(total - subtotal) < CENT or counts.get(abs(total), 0) == 0:
+        return []
+    after = _text(total.quantize(CENT))
+    change = Reconciled("subtotal", fields["subtotal"], after,
+                        "not the sum of the line items' amounts; the printed amount that is")
+    fields["subtotal"] = after
+    return [change]
+
+
 def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     """Balance subtotal - discount + shipping + tax = total by one change to the three adjustments."""
     subtotal, total = _dec(fields.get("subtotal")), _dec(fields.get("total_amount"))
@@ -190,8 +225,8 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
 
 
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
-    """Apply both reconciliations to `fields` in place; the changes made, in order."""
-    return reconcile_rows(fields, text, grounding) + reconcile_totals(fields, text)
+    """Apply the reconciliations to `fields` in place; the changes made, in order."""
+    return reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text) + reconcile_totals(fields, text)
 
 
 def undo(fields: dict, changes: list[dict]) -> dict:

@@ -136,7 +136,7 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
         currency="EUR", subtotal="3333.85", tax="633.43", total_amount="3967.28", line_items=[item],
     )
     assert _accepts(tokenizer, grammar, right)
-    assert _accepts(tokenizer, grammar, all_null_document(invoice_json_schema()))
+    assert _accepts(tokenizer, grammar, _answer(line_items=[item]))  # every other field may be null
     for wrong in (
         {"client_name": "De Swart B.V."},  # not as printed
         {"vendor_name": "Log-2888135"},  # not in the text
@@ -186,8 +186,10 @@ def test_iban_field_only_admits_a_printed_iban(tokenizer):
     text = INVOICE + "IBAN: DE89 3704 0044 0532 0130 00\n"
     grammar = document_grammar(invoice_json_schema(), text)
     bank = {"iban": "DE89370400440532013000", "bic": None, "account_number": None, "routing_number": None}
-    assert _accepts(tokenizer, grammar, _answer(bank=bank))
-    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}))  # a digit dropped
+    items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
+    assert _accepts(tokenizer, grammar, _answer(bank=bank, line_items=items))
+    # a digit dropped
+    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, line_items=items))
 
 
 TABLE = """Rechnung RE-1
@@ -196,6 +198,14 @@ HDMI cable 2m  5  17,76  88,80
 HDMI cable 5m  8  12,50  100,00
 Network switch 8-port  2  71,00  142,00
 Net amount 330,80
+"""
+
+#: Rows that do not balance: a line discount, a lump sum.
+LOOSE_TABLE = """Rechnung RE-2
+Article  Qty  Price  Total
+HDMI cable 2m  5  17,76  less 10%  79,92
+Installation  lump sum  120,00
+Net amount 199,92
 """
 
 RECEIPT = """SHOP
@@ -212,19 +222,47 @@ def _item(description, quantity, unit_price, amount):
 
 
 def test_line_items_are_read_row_by_row_down_the_page(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), LOOSE_TABLE)
+    rows = [_item("HDMI cable 2m", "5", "17.76", "79.92"), _item("Installation", None, None, "120.00")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=rows))
+    assert _accepts(tokenizer, grammar, _answer(line_items=[rows[1]]))  # which rows: the model's choice
+    assert _accepts(tokenizer, grammar, _answer(line_items=[]))
+    for wrong in (
+        [_item("Installation", "5", "17.76", "79.92")],  # one row's description, another's numbers
+        [rows[0], rows[0]],  # a row read twice
+        [rows[1], rows[0]],  # out of order
+        [_item("HDMI cable 2m less", "5", "17.76", "79.92"), _item("Installation lump", None, None, "120.00")],
+        [_item("less 10% Installation", None, None, "120.00")],  # text across two rows
+    ):
+        assert not _accepts(tokenizer, grammar, _answer(line_items=wrong)), wrong
+
+
+def test_a_table_that_balances_is_read_whole_and_as_it_balances(tokenizer):
     grammar = document_grammar(invoice_json_schema(), TABLE)
     rows = [_item("HDMI cable 2m", "5", "17.76", "88.80"), _item("HDMI cable 5m", "8", "12.50", "100.00"),
             _item("Network switch 8-port", "2", "71.00", "142.00")]
     assert _accepts(tokenizer, grammar, _answer(line_items=rows))
-    assert _accepts(tokenizer, grammar, _answer(line_items=[rows[0], rows[2]]))  # which rows: the model's choice
-    assert _accepts(tokenizer, grammar, _answer(line_items=[{**rows[1], "quantity": None}]))
+    assert _accepts(tokenizer, grammar, _answer(line_items=[{**rows[2], "description": "Network switch"}]
+                                                 and [rows[0], rows[1], {**rows[2], "description": "switch 8-port"}]))
     for wrong in (
-        [_item("HDMI cable 5m", "5", "17.76", "88.80")],  # one row's description, another's numbers
-        [rows[0], rows[0]],  # a row read twice
-        [rows[1], rows[0]],  # out of order
-        [rows[0], _item("HDMI cable 2m HDMI", "8", "12.50", "100.00")],  # text across two rows
+        [rows[0], rows[2]],  # a row that balances left out
+        [],
+        rows + [_item("Net amount", "330.80", "330.80", "330.80")],  # after the table
+        [rows[0], {**rows[1], "quantity": "12.50", "unit_price": "8"}, rows[2]],  # columns swapped
+        [rows[0], {**rows[1], "amount": "12.50"}, rows[2]],  # a reading that does not balance
+        [rows[0], {**rows[1], "quantity": None}, rows[2]],
+        [rows[0], rows[1], {**rows[2], "quantity": "8"}],  # a number glued to a word (`8-port`)
     ):
         assert not _accepts(tokenizer, grammar, _answer(line_items=wrong)), wrong
+
+
+def test_a_credit_note_row_keeps_its_printed_signs(tokenizer):
+    text = "CREDIT NOTE CN-7\n1  Stapler long reach  -5  330,00  -1 650,00\nTotal  -1 650,00\n"
+    grammar = document_grammar(invoice_json_schema(), text)
+    row = _item("Stapler long reach", "-5", "330.00", "-1650.00")
+    assert _accepts(tokenizer, grammar, _answer(line_items=[row]))
+    assert not _accepts(tokenizer, grammar, _answer(line_items=[{**row, "quantity": "5", "unit_price": "-330.00"}]))
+    assert not _accepts(tokenizer, grammar, _answer(line_items=[{**row, "quantity": "1", "unit_price": "-1650.00"}]))
 
 
 def test_text_without_line_breaks_is_not_read_row_by_row(tokenizer):

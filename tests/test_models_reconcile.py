@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_rows, reconcile_totals
+from models.reconcile import reconcile, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -199,3 +199,32 @@ def test_true_answers_are_never_changed_faulty_invoices_included(tmp_path):
     for r in records:
         answer = r["output"] if isinstance(r["output"], dict) else json.loads(r["output"])
         assert run(copy.deepcopy(answer), r["input"]) == [], r["input"][:200]
+
+
+TWO_PAGES = """Article  Qty  Price  Amount
+Laptop bag 14in  4  25.99  103.96
+Subtotal carried forward  103.96
+Page 1 of 2
+Brought forward  103.96
+HDMI cable 5m  8  12.50  100.00
+Total net  203.96
+VAT 0%  0.00
+TOTAL  203.96
+"""
+
+
+def test_a_subtotal_carried_forward_gives_way_to_the_printed_sum_of_the_lines():
+    f = fields(subtotal="103.96", total_amount="203.96")
+    changes = reconcile_subtotal(f, TWO_PAGES)
+    assert f["subtotal"] == "203.96"
+    assert [(c.field, c.before, c.after) for c in changes] == [("subtotal", "103.96", "203.96")]
+
+
+def test_a_subtotal_is_left_alone_when_the_sum_is_not_printed_apart_from_the_rows():
+    one_row = "Laptop bag 14in  4  25.99  103.96\nService fee  10.00\nSubtotal  113.96\nTOTAL  113.96\n"
+    f = fields(subtotal="113.96", line_items=fields()["line_items"][:1])
+    assert reconcile_subtotal(f, one_row) == []  # the fee is no item, and 103.96 is printed only on its row
+    f = fields(subtotal="203.96")
+    assert reconcile_subtotal(f, TWO_COLUMN) == []  # already the sum
+    assert reconcile_subtotal(fields(subtotal="100.00", line_items=[{**fields()["line_items"][0], "amount": None}]),
+                              TWO_COLUMN) == []  # a row without an amount: no sum to check against
