@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from invoicechain.schema import ANSWER_TOKENS  # noqa: E402
+
 #: Never a training seed (training.recipes.TRAIN_SEEDS).
 EVAL_SEED = 2026
 
@@ -142,7 +144,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--limit", type=int, default=None, help="sroie: only the first N held-out receipts")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=768)
+    parser.add_argument("--max-new-tokens", type=int, default=ANSWER_TOKENS)
     parser.add_argument("--ungrounded", action="store_true",
                         help="decode with the plain schema grammar, not grounded in each document")
     parser.add_argument("--no-reconcile", action="store_true",

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from invoicechain.schema import ANSWER_TOKENS
+
 DecisionMode = Literal["rules", "model", "guarded"]
 
 
@@ -69,7 +71,10 @@ class Settings(BaseSettings):
         "one number printed where the value belongs makes them add up (`models.reconcile`); each change is "
         "recorded with the extract step.",
     )
-    max_new_tokens: int = Field(768, gt=0, description="Token budget of one extraction answer.")
+    max_new_tokens: int = Field(
+        ANSWER_TOKENS, gt=0,
+        description="Token budget of one extraction answer (room for 60 line items).",
+    )
     max_input_tokens: int = Field(
         3072, gt=0,
         description="Longest document window given to the model, in tokens (longer text is windowed); twice "

@@ -44,6 +44,13 @@ class BankDetails(_Strict):
     routing_number: ShortText | None = None
 
 
+#: The most line items one answer holds.
+MAX_LINE_ITEMS = 60
+#: Tokens an extraction answer may take by default: room for MAX_LINE_ITEMS items (about 40
+#: tokens each with SmolLM2's tokenizer) and every other field.
+ANSWER_TOKENS = 3072
+
+
 class InvoiceFields(_Strict):
     invoice_id: ShortText | None = None
     vendor_name: Text | None = None
@@ -59,7 +66,7 @@ class InvoiceFields(_Strict):
     total_amount: DecimalStr | None = None
     po_number: ShortText | None = None
     payment_terms: ShortText | None = None
-    line_items: Annotated[list[LineItem], Field(max_length=60)] = []
+    line_items: Annotated[list[LineItem], Field(max_length=MAX_LINE_ITEMS)] = []
     bank: BankDetails | None = None
 
 

@@ -29,6 +29,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from invoicechain.schema import ANSWER_TOKENS
 from models.grammar import (
     CompiledSchema,
     GrammarBank,
@@ -48,7 +49,7 @@ class DecodeRequest:
     prompt_ids: list[int]
     schema: CompiledSchema
     adapter: str | None = None  # peft adapter name; None runs the base model
-    max_new_tokens: int = 768
+    max_new_tokens: int = ANSWER_TOKENS
 
 
 @dataclass

@@ -325,7 +325,8 @@ def document_grammar(schema: dict, text: str) -> str:
         elif kind == "object":
             expr = obj(inner, name)
         elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and (rows := _rows(text)):
-            expr = _line_items(inner["items"], rows, rules, terminals, substring, value)
+            expr = _line_items(inner["items"], rows, rules, terminals, substring, value,
+                               int(inner.get("maxItems", 1000)))
         elif kind == "array" and inner.get("items", {}).get("type") == "object":
             item = obj(inner["items"], name + "_item")
             most = int(inner.get("maxItems", 1000))
@@ -391,7 +392,8 @@ def _is_line_item(node: dict) -> bool:
     return node.get("type") == "object" and "description" in props and set(LINE_NUMBER_FIELDS) <= set(props)
 
 
-def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, substring, value) -> str:
+def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, substring, value,
+                most: int = 1000) -> str:
     """Line items read row by row, in the order the document prints them.
 
     Each item is anchored on one printed line: its description is a piece of that line
@@ -402,13 +404,12 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     read twice and none out of order.
 
     Where rows balance (a line with a word whose numbers read as quantity x unit price =
-    amount, `models.candidates.balanced_rows`), the table is found by its arithmetic: every
-    balanced row is an item, with one of its balanced readings as its numbers; no item
-    comes before the first or after the last (a total, an address or a page footer is
-    no item); a row between two balanced rows that does not balance (a line discount) may
-    still be one, with any of its numbers. Without balanced rows any row may be an item.
-    Which piece of each row is the description, and which reading of a row, is the
-    model's choice.
+    amount, `models.candidates.balanced_rows`), the table is found by its arithmetic: the
+    items are the balanced rows, each with a description and one of its balanced readings
+    as its numbers, and nothing else (a total, an address, a page footer, a "carried
+    forward" line is no item). Without balanced rows (or with more than the schema's
+    `maxItems`) any row may be an item. Which piece
+    of each row is the description, and which reading of a row, is the model's choice.
     """
     from invoicechain.schema import DECIMAL_PATTERN
     from models.candidates import balanced_rows, number_candidates, text_chunks
@@ -457,8 +458,8 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
                         for r in readings)
                     parts.append(f"({name}_nums)")
                 continue
-            if key == "description":
-                expr = _or_null(text_of(desc_line), nullable, None)
+            if key == "description":  # a balanced row has its words: never null
+                expr = text_of(desc_line) if readings else _or_null(text_of(desc_line), nullable, None)
             elif readings and key in LINE_NUMBER_FIELDS:
                 column = LINE_NUMBER_FIELDS.index(key)
                 expr = " | ".join(_lit(json.dumps(v)) for v in dict.fromkeys(r[column] for r in readings))
@@ -483,25 +484,9 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
         elif pairs_with_next(k) and (readings := balanced_rows(lines[k + 1])):
             anchors.append((k, k + 1, readings))
 
-    if anchors:
-        for i in range(len(anchors) - 1, -1, -1):
-            k, num_line, readings = anchors[i]
-            anchor = item_rule(f"anchor{k}", k, num_line, readings)
-            if i == len(anchors) - 1:
-                rules[f"chain{i}"] = anchor
-                continue
-            stop = anchors[i + 1][0]
-            nxt = f"chain{i + 1}"
-            for r in range(stop - 1, num_line, -1):  # rows between two balanced rows: optional items
-                options = [f'{item_rule(f"row{r}", r, r)} "," {nxt}']
-                if pairs_with_next(r) and r + 2 <= stop:
-                    after = f"gap{i}_{r + 2}" if r + 2 < stop else f"chain{i + 1}"
-                    options.append(f'{item_rule(f"rowpair{r}", r, r + 1)} "," {after}')
-                options.append(nxt)
-                rules[f"gap{i}_{r}"] = " | ".join(options)
-                nxt = f"gap{i}_{r}"
-            rules[f"chain{i}"] = f'{anchor} "," {nxt}'
-        rules["list_line_items"] = '"[" chain0 "]"'
+    if anchors and len(anchors) <= most:
+        items = [item_rule(f"anchor{k}", k, num_line, readings) for k, num_line, readings in anchors]
+        rules["list_line_items"] = '"[" ' + ' "," '.join(items) + ' "]"'
         return "list_line_items"
 
     for k in range(n - 1, -1, -1):

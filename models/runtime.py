@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invoicechain.schema import ANSWER_TOKENS
 from models.prompts import (
     EXTRACT_INSTRUCTION,
     TOOLCHAIN_INSTRUCTIONS,
@@ -182,7 +183,7 @@ class ModelRuntime:
         device: str = "auto",
         *,
         dtype: Any = "auto",
-        max_new_tokens: int = 768,
+        max_new_tokens: int = ANSWER_TOKENS,
         max_input_tokens: int = 3072,
         batch_size: int = 16,
         window_overlap: int = 128,

@@ -248,6 +248,8 @@ def test_a_table_that_balances_is_read_whole_and_as_it_balances(tokenizer):
         [rows[0], rows[2]],  # a row that balances left out
         [],
         rows + [_item("Net amount", "330.80", "330.80", "330.80")],  # after the table
+        [rows[0], _item("Article", None, None, None), *rows[1:]],  # a row that does not balance
+        [rows[0], {**rows[1], "description": None}, rows[2]],  # a balanced row has words
         [rows[0], {**rows[1], "quantity": "12.50", "unit_price": "8"}, rows[2]],  # columns swapped
         [rows[0], {**rows[1], "amount": "12.50"}, rows[2]],  # a reading that does not balance
         [rows[0], {**rows[1], "quantity": None}, rows[2]],

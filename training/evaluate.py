@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from invoicechain.schema import AMOUNT_FIELDS, DATE_FIELDS, SCALAR_FIELDS, InvoiceFields
+from invoicechain.schema import ANSWER_TOKENS, AMOUNT_FIELDS, DATE_FIELDS, SCALAR_FIELDS, InvoiceFields
 
 #: Fields scored for extraction: every scalar field, then the line items and the bank details as wholes.
 EVAL_FIELDS: tuple[str, ...] = (*SCALAR_FIELDS, "line_items", "bank")
@@ -240,7 +240,7 @@ def evaluate_adapter(
     version: int | str | None = None,
     max_records: int | None = None,
     runtime=None,
-    max_new_tokens: int = 768,
+    max_new_tokens: int = ANSWER_TOKENS,
     max_input_tokens: int = 3072,
 ) -> dict:
     """Evaluate a freshly trained adapter on eval records through the real runtime.

@@ -5,6 +5,7 @@
     python -m training.recipes extract-polish --out data/extract-polish.jsonl
     python -m training.recipes extract-refine --out data/extract-refine.jsonl
     python -m training.recipes extract-hone --out data/extract-hone.jsonl
+    python -m training.recipes extract-temper --out data/extract-temper.jsonl
     python -m training.recipes toolchain --out data/toolchain.jsonl
 
 `extract`: 220 synthetic invoices (seed 1, at most 1,024 tokens each, every layout) and the
@@ -15,7 +16,8 @@ each at most 1,536 tokens (the runtime's window), mixed with a fixed 150 of the 
 training receipts so that the receipts are not forgotten.
 `extract-polish`: the third stage, trained from the second stage's weights at a lower
 learning rate: the same recipe on a third seed (5), POLISH_TOKENS training tokens.
-`extract-refine` and `extract-hone`: stages 4 and 5, the same recipe on seeds 7 and 9.
+`extract-refine`, `extract-hone` and `extract-temper`: stages 4 to 6, the same recipe on seeds
+7, 9 and 11.
 `toolchain`: a decision-balanced sample of the rules' decisions on the same synthetic
 corpus: every minority decision (INVALID, NO_MATCH, PARTIAL, PENDING_APPROVAL, HELD) and
 as many majority ones, so the adapter does not learn to answer the common case only.
@@ -57,13 +59,19 @@ HONE_SEED = 9
 HONE_CORPUS_SIZE = 800
 HONE_TOKENS = 400_000
 HONE_SROIE = 100
-TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED, HONE_SEED)
+#: Stage 6: a sixth seed, trained from stage 5's weights.
+TEMPER_SEED = 11
+TEMPER_CORPUS_SIZE = 800
+TEMPER_TOKENS = 400_000
+TEMPER_SROIE = 100
+TRAIN_SEEDS = (TRAIN_SEED, MORE_SEED, POLISH_SEED, REFINE_SEED, HONE_SEED, TEMPER_SEED)
 #: Extract stages after the first: recipe name -> (corpus size, seed, token budget, SROIE receipts).
 LATER_STAGES = {
     "extract-more": (MORE_CORPUS_SIZE, MORE_SEED, MORE_TOKENS, MORE_SROIE),
     "extract-polish": (POLISH_CORPUS_SIZE, POLISH_SEED, POLISH_TOKENS, POLISH_SROIE),
     "extract-refine": (REFINE_CORPUS_SIZE, REFINE_SEED, REFINE_TOKENS, REFINE_SROIE),
     "extract-hone": (HONE_CORPUS_SIZE, HONE_SEED, HONE_TOKENS, HONE_SROIE),
+    "extract-temper": (TEMPER_CORPUS_SIZE, TEMPER_SEED, TEMPER_TOKENS, TEMPER_SROIE),
 }
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220

@@ -23,6 +23,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from invoicechain.schema import ANSWER_TOKENS
 from models.prompts import extract_record
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sroie-train"
@@ -272,7 +273,7 @@ def stats(tokenizer, root: Path = DEFAULT_DIR) -> dict:
 
 def score_adapter(
     base_dir: Path, adapter_dir: Path | None, root: Path = DEFAULT_DIR, limit: int | None = None,
-    device: str = "auto", batch_size: int = 8, max_new_tokens: int = 768, grounded: bool = True,
+    device: str = "auto", batch_size: int = 8, max_new_tokens: int = ANSWER_TOKENS, grounded: bool = True,
 ) -> dict:
     """Extract the held-out receipts with the runtime (with the adapter, or the bare base) and score them."""
     import time
