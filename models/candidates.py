@@ -262,9 +262,11 @@ def balanced_rows(line: str) -> list[tuple[str, str, str]]:
     with quantity or unit price beside an `x` or inside something read as a date (`2x3.50`;
     `set of 6 set 20  5,82  116,40`, where `6 set 20` reads as a date); then plain numbers in
     any order (a table may print the price before the quantity). `1 July 2026 - 31 July
-    2026  4,072.40` is no row. Signs: as printed where that keeps
-    the identity, else every combination that keeps it with the numbers printed negative
-    negative (a credit note may sign only some columns).
+    2026  4,072.40` is no row.
+
+    Signs: as printed, where that keeps the identity; else every combination that keeps it
+    and leaves each number printed with a minus negative (a credit note may sign only some
+    columns); else every combination that keeps it.
     """
     if len(_NUMBER.findall(line or "")) < 3:
         return []

@@ -408,8 +408,8 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     items are the balanced rows, each with a description and one of its balanced readings
     as its numbers, and nothing else (a total, an address, a page footer, a "carried
     forward" line is no item). Without balanced rows (or with more than the schema's
-    `maxItems`) any row may be an item. Which piece
-    of each row is the description, and which reading of a row, is the model's choice.
+    `maxItems`) any row may be an item. Which piece of each row is the description, and
+    which reading of a row, is the model's choice.
     """
     from invoicechain.schema import DECIMAL_PATTERN
     from models.candidates import balanced_rows, number_candidates, text_chunks
