@@ -30,6 +30,7 @@ import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import NamedTuple
 
 #: The canonical amount of the schema: up to 9 integer digits and 4 decimals.
 _CANONICAL = re.compile(r"^-?[0-9]{1,9}(\.[0-9]{1,4})?$")
@@ -217,7 +218,16 @@ def _date_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def printed_numbers(line: str) -> list[tuple[list[Decimal], bool, str]]:
+class Printed(NamedTuple):
+    """One number a line prints (`printed_numbers`)."""
+
+    readings: list[Decimal]
+    negative: bool
+    kind: str
+    start: int
+
+
+def printed_numbers(line: str) -> list[Printed]:
     """The numbers a line prints, left to right: each one's unsigned readings, whether it is
     printed negative (`-12.00`, `12.00-`, `(12.00)`), and its kind: `plain`, `date` (part of
     a date), `times` (beside an `x`: `2x`, `x3.50`), `percent` (`10%`) or `word` (glued to
@@ -243,7 +253,7 @@ def printed_numbers(line: str) -> list[tuple[list[Decimal], bool, str]]:
             kind = "word"
         else:
             kind = "plain"
-        out.append((readings, negative, kind))
+        out.append(Printed(readings, negative, kind, s))
     return out
 
 
@@ -252,9 +262,15 @@ ROW_MAX_NUMBERS = 12
 
 
 def balanced_rows(line: str) -> list[tuple[str, str, str]]:
+    """The (quantity, unit price, amount) readings of `balanced_readings`, without positions."""
+    return list(dict.fromkeys(triple for triple, _ in balanced_readings(line)))
+
+
+def balanced_readings(line: str) -> list[tuple[tuple[str, str, str], int]]:
     """Every (quantity, unit price, amount) a printed line can be read as, with quantity x
     unit price = amount to the cent (amount not zero), each from a different number of the
-    line.
+    line, with the offset where the first of the three numbers starts (the row's words end
+    before it: `row_description`).
 
     Numbers that are part of a word or a percentage are never columns, and the amount is a
     plain number (`printed_numbers`). Readings are tried in tiers and the first tier that
@@ -278,7 +294,7 @@ def balanced_rows(line: str) -> list[tuple[str, str, str]]:
             for k in range(n):
                 if len({i, j, k}) < 3:
                     continue
-                kinds = (numbers[i][2], numbers[j][2], numbers[k][2])
+                kinds = (numbers[i].kind, numbers[j].kind, numbers[k].kind)
                 if kinds[2] != "plain" or "word" in kinds or "percent" in kinds:
                     continue
                 ordered = i < j < k
@@ -286,20 +302,101 @@ def balanced_rows(line: str) -> list[tuple[str, str, str]]:
                 if not (ordered or plain):
                     continue
                 tier = tiers[0 if ordered and plain else 1 if ordered else 2]
-                for a in numbers[k][0]:
+                first = min(numbers[x].start for x in (i, j, k))
+                for a in numbers[k].readings:
                     if a == 0:
                         continue
-                    for q in numbers[i][0]:
-                        for p in numbers[j][0]:
+                    for q in numbers[i].readings:
+                        for p in numbers[j].readings:
                             if abs(q * p - a) <= Decimal("0.005"):
-                                tier.append(((q, p, a), tuple(numbers[x][1] for x in (i, j, k))))
-    out: dict[tuple[str, str, str], None] = {}
-    for (q, p, a), marks in next((t for t in tiers if t), []):
+                                tier.append(((q, p, a), tuple(numbers[x].negative for x in (i, j, k)), first))
+    out: dict[tuple[tuple[str, str, str], int], None] = {}
+    for (q, p, a), marks, first in next((t for t in tiers if t), []):
         combos = [(sq, sp, sq * sp) for sq in (1, -1) for sp in (1, -1)]
         printed = [c for c in combos if all((sg < 0) == mk for sg, mk in zip(c, marks))]
         signed = [c for c in combos if all(sg < 0 for sg, mk in zip(c, marks) if mk)]
         for signs in printed or signed or combos:
             triple = tuple(_canonical(sg * v) for sg, v in zip(signs, (q, p, a)))
             if None not in triple:
-                out[triple] = None
+                out[(triple, first)] = None
     return list(out)
+
+
+#: Units of measure a table may print in a column of its own between an item's words and
+#: its quantity (English and the invoice languages' usual abbreviations, UN/ECE Rec. 20
+#: codes), compared in lower case.
+UNIT_WORDS = frozenset("""
+pc pcs pce pces piece pieces ea each unit units item items u un ud uds unid st stk stck stk. st.
+stuck stück stuk pz pz. pezzo pezzi
+h hr hrs hour hours std std. stunde stunden uur heure heures hora horas ora ore
+day days d tag tage dag dagen jour jours dia dias giorno giorni
+wk week weeks woche wochen
+month months mo mon monat monate maand maanden mois mes meses mese mesi
+year years yr jahr
+kg g t mg lb lbs oz l ltr ml cl m m2 m² m3 m³ cm mm km ft in
+box boxes bx pack packs pk pkt pkg pckg bag bags sack set sets kit roll rolls rl can cans
+tin spool spools ring rings coil pair pairs pr pallet pallets plt case cases carton cartons
+ctn bottle bottles btl bundle bundles bdl tube tubes drum drums sheet sheets ream reams lot
+lots lump sum user users licence license licenses seat seats visit visits trip trips
+job jobs service session sessions call calls
+c62 h87 hur kgm mtr ltr xpp xbx xpk
+""".split())
+
+#: Unit words that also end descriptions (`Photo shoot full day`, `Pallet storage per
+#: month`): never taken off a description for sure, even in a table with a unit column.
+DESCRIPTIVE_UNITS = frozenset("""
+day days week weeks month months year years hour hours visit visits user users job jobs
+call calls session sessions trip trips seat seats licence license licenses service lot lots sum
+""".split())
+
+_ROW_NUMBER = re.compile(r"^[0-9]{1,3}[.)]?$")
+#: An item code printed before an item's words: four digits or more, maybe after a short
+#: letter prefix (`5727`, `A82056`, `ART-28928`, `SKU/0042`).
+_ITEM_CODE = re.compile(r"^(?:[A-Za-z]{1,4}[-/]?)?[0-9]{4,}[A-Za-z]?$")
+
+
+def row_words(line: str, end: int) -> list[str]:
+    """The words of a printed row before offset `end`, with what is not the item's
+    description taken off the front: a row number (`12`, `3.`) and an item code (`A82056`);
+    and off the back: marks that hold no letter or digit (`x`, `@`, `-`)."""
+    words = line[:end].split()
+    if len(words) > 1 and _ROW_NUMBER.match(words[0]):
+        words = words[1:]
+    if len(words) > 1 and _ITEM_CODE.match(words[0]):
+        words = words[1:]
+    while words and (not any(c.isalnum() for c in words[-1]) or words[-1] in ("x", "X", "\u00d7")):
+        words = words[:-1]
+    return words
+
+
+#: A table header's name for a unit-of-measure column (`Unit`, `UoM`, `Einheit`, `Unité`,
+#: `Eenheid`, `Unidad`, `Unità`), not followed by a price word (`Unit price`) and not the
+#: plural `Units` (a quantity column's name).
+_UNIT_HEADER = re.compile(
+    r"(?i)(?<![\w/])(?:unit|uom|u/m|einheit|me|unit\u00e9|unite|eenheid|unidad|unit\u00e0)(?![\w/])"
+    r"(?!\.?\s*(?:price|cost|rate|value|amount|prijs|preis|prix|precio|prezzo))")
+
+
+def unit_header(line: str) -> bool:
+    """Whether a table header line names a unit-of-measure column (`_UNIT_HEADER`)."""
+    return bool(_UNIT_HEADER.search(line or ""))
+
+
+def ends_in_unit(words: list[str]) -> bool:
+    """Whether the last of a row's words is a unit of measure (`UNIT_WORDS`), with words before it."""
+    return len(words) > 1 and words[-1].lower() in UNIT_WORDS
+
+
+def row_descriptions(words: list[str], unit_column: bool) -> list[str]:
+    """What an item's description can be, from its row's words (`row_words`): the words
+    themselves, less a last word that is a unit of measure where the table has a unit
+    column; where it has none (or none is known), or where the word also ends descriptions
+    (`DESCRIPTIVE_UNITS`), a last unit word may be either the description's or a unit, so
+    both are offered. Nothing where no word of letters is left."""
+    options = []
+    if ends_in_unit(words):
+        options.append(words[:-1])
+    if not (unit_column and ends_in_unit(words) and words[-1].lower() not in DESCRIPTIVE_UNITS):
+        options.append(words)
+    texts = [" ".join(w) for w in options]
+    return [t for t in texts if re.search(r"[^\W\d_]{2,}", t)]

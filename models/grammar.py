@@ -412,7 +412,15 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     which reading of a row, is the model's choice.
     """
     from invoicechain.schema import DECIMAL_PATTERN
-    from models.candidates import balanced_rows, number_candidates, text_chunks
+    from models.candidates import (
+        balanced_readings,
+        balanced_rows,
+        number_candidates,
+        row_descriptions,
+        row_words,
+        text_chunks,
+        unit_header,
+    )
     from models.grounding import LINE_NUMBER_FIELDS
 
     props = item["properties"]
@@ -447,7 +455,8 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     first = keys.index(LINE_NUMBER_FIELDS[0]) if LINE_NUMBER_FIELDS[0] in keys else -1
     joint = first >= 0 and tuple(keys[first : first + 3]) == LINE_NUMBER_FIELDS
 
-    def item_rule(name: str, desc_line: int, num_line: int, readings: list | None = None) -> str:
+    def item_rule(name: str, desc_line: int, num_line: int, readings: list | None = None,
+                  description: str | None = None) -> str:
         parts = []
         for key, sub in props.items():
             inner, nullable = _split_nullable(sub)
@@ -458,7 +467,9 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
                         for r in readings)
                     parts.append(f"({name}_nums)")
                 continue
-            if key == "description":  # a balanced row has its words: never null
+            if key == "description" and description is not None:
+                expr = _lit(json.dumps(description, ensure_ascii=False))
+            elif key == "description":  # a balanced row has its words: never null
                 expr = text_of(desc_line) if readings else _or_null(text_of(desc_line), nullable, None)
             elif readings and key in LINE_NUMBER_FIELDS:
                 column = LINE_NUMBER_FIELDS.index(key)
@@ -474,18 +485,34 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     def pairs_with_next(k: int) -> bool:
         return k + 1 < n and figures_only[k + 1] and not figures_only[k]
 
-    # Balanced rows: (description line, numbers line, readings).
+    # Balanced rows: (description line, numbers line, [(reading, the row's words before it)]).
     anchors: list[tuple[int, int, list]] = []
     for k, ln in enumerate(lines):
         if not _WORDY.search(ln):
             continue
-        if readings := balanced_rows(ln):
-            anchors.append((k, k, readings))
+        if found := balanced_readings(ln):
+            anchors.append((k, k, [(r, row_words(ln, start)) for r, start in found]))
         elif pairs_with_next(k) and (readings := balanced_rows(lines[k + 1])):
-            anchors.append((k, k + 1, readings))
+            anchors.append((k, k + 1, [(r, None) for r in readings]))
 
     if anchors and len(anchors) <= most:
-        items = [item_rule(f"anchor{k}", k, num_line, readings) for k, num_line, readings in anchors]
+        # A unit column: a header line just above a run of rows names one.
+        anchored = {k for k, _, _ in anchors}
+        unit_column = any(k - 1 >= 0 and k - 1 not in anchored and unit_header(lines[k - 1]) for k in anchored)
+        items = []
+        for k, num_line, found in anchors:
+            by_description: dict[str | None, list] = {}
+            for reading, words in found:
+                options = row_descriptions(words, unit_column) if words is not None else []
+                options = [d for d in options if len(d) <= desc_limit] or [None]
+                for description in options:
+                    by_description.setdefault(description, []).append(reading)
+            if len(by_description) > 1:  # readings that leave the row no words are not the row's
+                by_description.pop(None, None)
+            options = [item_rule(f"anchor{k}_{g}", k, num_line, list(dict.fromkeys(readings)), description)
+                       for g, (description, readings) in enumerate(by_description.items())]
+            rules[f"anchor{k}"] = " | ".join(options)
+            items.append(f"anchor{k}")
         rules["list_line_items"] = '"[" ' + ' "," '.join(items) + ' "]"'
         return "list_line_items"
 

@@ -242,9 +242,9 @@ def test_a_table_that_balances_is_read_whole_and_as_it_balances(tokenizer):
     rows = [_item("HDMI cable 2m", "5", "17.76", "88.80"), _item("HDMI cable 5m", "8", "12.50", "100.00"),
             _item("Network switch 8-port", "2", "71.00", "142.00")]
     assert _accepts(tokenizer, grammar, _answer(line_items=rows))
-    assert _accepts(tokenizer, grammar, _answer(line_items=[{**rows[2], "description": "Network switch"}]
-                                                 and [rows[0], rows[1], {**rows[2], "description": "switch 8-port"}]))
     for wrong in (
+        [rows[0], rows[1], {**rows[2], "description": "Network switch"}],  # a row's words are its description
+        [rows[0], rows[1], {**rows[2], "description": "switch 8-port"}],
         [rows[0], rows[2]],  # a row that balances left out
         [],
         rows + [_item("Net amount", "330.80", "330.80", "330.80")],  # after the table
@@ -256,6 +256,42 @@ def test_a_table_that_balances_is_read_whole_and_as_it_balances(tokenizer):
         [rows[0], rows[1], {**rows[2], "quantity": "8"}],  # a number glued to a word (`8-port`)
     ):
         assert not _accepts(tokenizer, grammar, _answer(line_items=wrong)), wrong
+
+
+#: Row numbers, item codes and a unit column around the descriptions.
+CODED_TABLE = """Invoice INV-9
+#  Item no.  Description  Unit  Qty  Unit price  Amount
+1  ART-28928  Extension lead 3-way 1.5m  pc  4  14.90  59.60
+2  Consulting services senior consultant  h  7  187.30  1,311.10
+3  5727  Photo shoot full day  1  958.14  958.14
+Total  2,328.84
+"""
+
+
+def test_a_row_description_is_its_words_less_row_number_item_code_and_unit(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), CODED_TABLE)
+    rows = [_item("Extension lead 3-way 1.5m", "4", "14.90", "59.60"),
+            _item("Consulting services senior consultant", "7", "187.30", "1311.10"),
+            _item("Photo shoot full day", "1", "958.14", "958.14")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=rows))
+    # `day` also ends descriptions: a unit or not is the model's choice.
+    assert _accepts(tokenizer, grammar, _answer(line_items=[*rows[:2], {**rows[2], "description": "Photo shoot full"}]))
+    for description in ("ART-28928 Extension lead 3-way 1.5m", "1 ART-28928 Extension lead 3-way 1.5m",
+                        "Extension lead 3-way 1.5m pc", "Extension lead", "3-way 1.5m"):
+        assert not _accepts(tokenizer, grammar, _answer(line_items=[{**rows[0], "description": description}, *rows[1:]]))
+    assert not _accepts(tokenizer, grammar, _answer(
+        line_items=[rows[0], {**rows[1], "description": "Consulting services senior consultant h"}, rows[2]]))
+
+
+def test_without_a_unit_column_a_last_unit_word_is_the_models_choice(tokenizer):
+    text = CODED_TABLE.replace("Unit  Qty", "Qty")
+    grammar = document_grammar(invoice_json_schema(), text)
+    rows = [_item("Extension lead 3-way 1.5m", "4", "14.90", "59.60"),
+            _item("Consulting services senior consultant", "7", "187.30", "1311.10"),
+            _item("Photo shoot full day", "1", "958.14", "958.14")]
+    assert _accepts(tokenizer, grammar, _answer(line_items=rows))
+    assert _accepts(tokenizer, grammar, _answer(line_items=[{**rows[0], "description": "Extension lead 3-way 1.5m pc"},
+                                                            *rows[1:]]))
 
 
 def test_a_credit_note_row_keeps_its_printed_signs(tokenizer):
