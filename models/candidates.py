@@ -199,6 +199,52 @@ def iban_candidates(text: str) -> list[str]:
     return sorted(found)
 
 
+#: A BIC (ISO 9362): bank, country, location, optional branch.
+_BIC = re.compile(r"(?<![A-Za-z0-9])[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?(?![A-Za-z0-9])")
+_BIC_LABEL = re.compile(r"(?i)(?<![A-Za-z])(?:swift|bic)(?:\s*[/-]\s*(?:swift|bic))?(?:[ -]?code)?\s*[:.#]?\s*$")
+#: Bank routing labels and the shapes of what they label: a UK sort code (`73-20-92`), a
+#: US ABA number (nine digits with its check digit), an Australian BSB (`860-765`), a
+#: Canadian transit/institution pair (`12345-003`), a German Bankleitzahl (eight digits).
+_ROUTING_LABEL = re.compile(
+    r"(?i)(?<![A-Za-z])(?:sort[ -]?code|aba(?:[ -]?routing)?|routing|rtn|bsb|transit(?:\s*/\s*institution)?"
+    r"|blz|bankleitzahl)(?:\s*(?:no\.?|number|nr\.?|#))?\s*[:.#]?\s*$")
+_ROUTING = re.compile(r"(?<![0-9-])(?:[0-9]{2}-[0-9]{2}-[0-9]{2}|[0-9]{3}-[0-9]{3}|[0-9]{5}-[0-9]{3}|[0-9]{6}|[0-9]{8}|[0-9]{9})(?![0-9-])")
+
+
+def bic_candidates(text: str) -> list[str]:
+    """The BICs the text prints: tokens of the ISO 9362 shape that python-stdnum accepts."""
+    from stdnum import bic
+
+    return sorted({m.group(0) for m in _BIC.finditer(text or "") if bic.is_valid(m.group(0))})
+
+
+def labelled_bank_details(text: str) -> dict[str, list[str]]:
+    """Bank details the text prints beside their own label, which a reader never leaves out:
+    `iban`, IBANs that pass the ISO 13616 check; `bic`, BICs right after `BIC`, `SWIFT`,
+    `SWIFT/BIC` (`bic_candidates`); `routing_number`, a sort code, ABA, BSB, transit or BLZ
+    number right after its label (`_ROUTING_LABEL`; an ABA number only with a valid check
+    digit). The account number is not among them: `Account no.` labels a customer's account
+    with the vendor as often as a bank account."""
+    from stdnum import iban
+    from stdnum.us import rtn
+
+    text = text or ""
+    found: dict[str, list[str]] = {"iban": [c for c in iban_candidates(text) if iban.is_valid(c)]}
+    bics = set(bic_candidates(text))
+    found["bic"] = sorted({m.group(0) for m in _BIC.finditer(text)
+                           if m.group(0) in bics and _BIC_LABEL.search(text[max(0, m.start() - 20) : m.start()])})
+    routing = set()
+    for m in _ROUTING.finditer(text):
+        if not _ROUTING_LABEL.search(text[max(0, m.start() - 30) : m.start()]):
+            continue
+        value = m.group(0)
+        if len(value) == 9 and value.isdigit() and not rtn.is_valid(value):
+            continue
+        routing.add(value)
+    found["routing_number"] = sorted(routing)
+    return {k: v for k, v in found.items() if v}
+
+
 def text_chunks(text: str) -> list[str]:
     """The text in the pieces a grounded value is made of, each JSON-escaped.
 

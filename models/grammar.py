@@ -264,24 +264,32 @@ def document_grammar(schema: dict, text: str) -> str:
 
     The answer keeps the schema's exact shape (compact JSON, keys in order), but a decimal
     field may only be one of the numbers the document prints (`models.candidates`), a date
-    field one of its dates, a currency one the document prints or signs (`$`, `kr`), and a GROUNDED_TEXT_FIELDS string a piece of its text (its
-    characters with whitespace runs as one space), each bounded by the schema's maxLength;
-    any of them may be null where the schema allows. An IBAN is one the document prints
-    (`models.candidates.iban_candidates`). A field kind the document offers no value for is
-    null. Line items are read row by row (`_line_items`). Everything else is generated from
-    its own JSON schema.
+    field one of its dates, a currency one the document prints or signs (`$`, `kr`), and a
+    GROUNDED_TEXT_FIELDS string a piece of its text (its characters with whitespace runs as
+    one space), each bounded by the schema's maxLength; any of them may be null where the
+    schema allows. An IBAN is one the document prints (`models.candidates.iban_candidates`),
+    a BIC one it prints in the ISO 9362 shape. Bank details printed beside their label
+    (`models.candidates.labelled_bank_details`: a valid IBAN, a BIC after `BIC`/`SWIFT`, a
+    sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
+    object holding them. A field kind the document offers no value for is null. Line items
+    are read row by row (`_line_items`). Everything else is generated from its own JSON
+    schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
     from models.candidates import (
+        bic_candidates,
         currency_candidates,
         date_candidates,
         iban_candidates,
+        labelled_bank_details,
         number_candidates,
         text_chunks,
     )
 
     numbers = number_candidates(text)
     ibans = iban_candidates(text)
+    bics = bic_candidates(text)
+    labelled = labelled_bank_details(text)
     dates = date_candidates(text)
     currencies = currency_candidates(text)
     chunks = text_chunks(text)
@@ -312,6 +320,8 @@ def document_grammar(schema: dict, text: str) -> str:
             return free(node)
         kind = inner.get("type")
         expr: str | None
+        if labelled and (name == "bank" or name in labelled):  # labelled bank details are never left out
+            nullable = False
         if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN:
@@ -320,6 +330,10 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("CURRENCY", currencies) if currencies else None
         elif kind == "string" and name == "iban":
             expr = quoted_choice("IBAN", ibans) if ibans else None
+        elif kind == "string" and name in ("bic", "routing_number") and name in labelled:
+            expr = quoted_choice(f"LABELLED_{name.upper()}", labelled[name])
+        elif kind == "string" and name == "bic":
+            expr = quoted_choice("BIC", bics) if bics else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":

@@ -23,6 +23,11 @@ restores it, that change is applied:
   does not balance and stays as read. The total itself is never changed: an invoice
   whose printed total is wrong must reach validation with it.
 
+One more check is not arithmetic: **an invoice or PO number** that the document prints only
+under another number's label (a PO number that is printed only as `Invoice #:`, a
+`Delivery note:` or `Account no.:` number, a year read out of a date) becomes null
+(`reconcile_identifiers`).
+
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
 trust in the field; the extract step records them with the step's model output.
@@ -224,9 +229,65 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     return changes
 
 
+#: Labels of the document numbers an invoice prints, by kind (English, German, French,
+#: Dutch, Spanish, Italian), each matched right before the number it labels.
+_NUMBER_LABELS = {
+    "invoice_id": r"invoice(?:\s*(?:no\.?|number|nr\.?|#|id))?|inv\.?\s*(?:no\.?|#)|rechnungs?[\s-]*(?:nr\.?|nummer)"
+                  r"|rechnung|(?:n[°º.]*\s*de\s*)?facture(?:\s*n[°º])?|num[ée]ro\s*de\s*facture|factuur(?:nummer|nr\.?)?"
+                  r"|(?:n\.?[°º]\s*de\s*)?factura(?:\s*n\.?[°º])?|n[úu]mero\s*de\s*factura|fattura(?:\s*n\.?)?"
+                  r"|numero\s*fattura",
+    "po_number": r"p\.?\s*o\.?\s*(?:no\.?|number|#|-nummer)?|purchase\s*order(?:\s*(?:no\.?|number|#))?"
+                 r"|(?:your\s*)?order\s*(?:no\.?|number|#|reference|ref\.?)|bestell(?:ung|nummer|-nr\.?)"
+                 r"|ihre\s*bestellung|(?:bon|n[°º])\s*de\s*commande|votre\s*commande(?:\s*n[°º])?"
+                 r"|inkoopordernummer|(?:uw\s*)?bestelnummer|(?:n\.?[°º]\s*de\s*)?pedido|su\s*pedido"
+                 r"|orden\s*de\s*compra|ordine(?:\s*d'acquisto)?|vs\.?\s*ordine(?:\s*n\.?)?|rif\.?\s*ordine",
+    "customer": r"customer\s*(?:no\.?|number|id|#)|account\s*(?:no\.?|number|#)|acct\.?\s*(?:no\.?|#)?"
+                r"|kunden(?:nummer|-nr\.?)|konto(?:nummer|-nr\.?)|n[°º]\s*(?:client|de\s*compte)|code\s*client"
+                r"|klantnummer|rekeningnummer|n\.?[°º]\s*de\s*(?:cliente|cuenta)|codice\s*cliente|conto\s*n\.?",
+    "delivery": r"delivery\s*note|packing\s*slip|lieferschein|bon\s*de\s*livraison|pakbon|albar[áa]n|ddt",
+}
+_LABEL_BEFORE = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{rx})\s*[:.#]?\s*$") for kind, rx in _NUMBER_LABELS.items()}
+
+
+def _labels_of(value: str, text: str) -> list[str | None]:
+    """The label kind printed right before each occurrence of `value` in `text` (None where
+    none is known); `date` where the occurrence is part of a date."""
+    from models.candidates import _date_spans
+
+    kinds = []
+    for m in re.finditer(rf"(?<![\w/-]){re.escape(value)}(?![\w/-])", text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        before = text[max(line_start, m.start() - 40) : m.start()]
+        line_end = text.find("\n", m.end())
+        line = text[line_start : line_end if line_end >= 0 else len(text)]
+        if any(a <= m.start() - line_start and m.end() - line_start <= b for a, b in _date_spans(line)):
+            kinds.append("date")
+            continue
+        kinds.append(next((kind for kind, rx in _LABEL_BEFORE.items() if rx.search(before)), None))
+    return kinds
+
+
+def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
+    """An invoice number or PO number that the document prints only as another number (under
+    another number's label: `Invoice #:` for a PO number, `Delivery note:`, `Account no.:`)
+    or only as part of a date is no such number: it becomes null. A value printed anywhere
+    without a known label, or under its own, is kept."""
+    changes = []
+    for name in ("po_number", "invoice_id"):
+        value = fields.get(name)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        kinds = _labels_of(value, text)
+        if kinds and all(k is not None and k != name for k in kinds):
+            fields[name] = None
+            changes.append(Reconciled(name, value, None, f"printed only as {', '.join(sorted(set(kinds)))}"))
+    return changes
+
+
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Apply the reconciliations to `fields` in place; the changes made, in order."""
-    return reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text) + reconcile_totals(fields, text)
+    return (reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text)
+            + reconcile_totals(fields, text) + reconcile_identifiers(fields, text))
 
 
 def undo(fields: dict, changes: list[dict]) -> dict:

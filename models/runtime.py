@@ -642,8 +642,9 @@ class ModelRuntime:
 
         A changed field is grounded again; a changed total-block field takes the lower of
         the subtotal's and the total's confidence (the change is only as sure as the
-        figures it was balanced against); line items keep their confidence.
+        figures it was balanced against); line items and identifiers keep their confidence.
         """
+        from invoicechain.schema import AMOUNT_FIELDS
         from models.grounding import ground_fields
         from models.reconcile import reconcile
 
@@ -655,7 +656,7 @@ class ModelRuntime:
         for change in changes:
             top = change.field.split("[", 1)[0]
             merged["grounding"][top] = fresh[top]
-            if top == "line_items":
+            if top not in AMOUNT_FIELDS:  # line items keep theirs; a dropped identifier keeps the model's
                 continue
             anchors = [confidence[k] for k in ("subtotal", "total_amount") if confidence.get(k) is not None]
             if anchors:

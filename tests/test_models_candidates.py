@@ -11,6 +11,7 @@ from models.candidates import (
     currency_candidates,
     date_candidates,
     iban_candidates,
+    labelled_bank_details,
     number_candidates,
     text_chunks,
 )
@@ -190,6 +191,40 @@ def test_iban_field_only_admits_a_printed_iban(tokenizer):
     assert _accepts(tokenizer, grammar, _answer(bank=bank, line_items=items))
     # a digit dropped
     assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, line_items=items))
+
+    # a valid IBAN printed under its label is never left out
+    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": None}, line_items=items))
+    assert not _accepts(tokenizer, grammar, _answer(bank=None, line_items=items))
+
+
+US_BANK = """Bank: JPMorgan Chase Bank  Sales Tax 6.25%  12.29
+SWIFT/BIC: FJLMUSG7  Total  USD 208.99
+ABA: 321737997
+Acct #: 923659633741
+Account no.:  K93341
+"""
+
+
+def test_labelled_bank_details_are_found_by_label_and_shape():
+    assert labelled_bank_details(US_BANK) == {"bic": ["FJLMUSG7"], "routing_number": ["321737997"]}
+    uk = "IBAN: GB74 REWE 5210 2300 1067 27 · SWIFT: REWEGBCHXXX · Sort code: 52-10-23 · Account number: 00106727"
+    assert labelled_bank_details(uk) == {"iban": ["GB74REWE52102300106727"], "bic": ["REWEGBCHXXX"],
+                                         "routing_number": ["52-10-23"]}
+    assert labelled_bank_details("BSB: 860-765\nTransit/Institution: 12345-003") == {
+        "routing_number": ["12345-003", "860-765"]}
+    # an ABA number whose check digit fails, a BIC-shaped word without its label, no label at all
+    assert labelled_bank_details("Routing no.: 321737998\nRECHNUNG DEUTSCHE\nPhone 52-10-23") == {}
+
+
+def test_labelled_bank_details_are_never_left_out(tokenizer):
+    grammar = document_grammar(invoice_json_schema(), INVOICE + US_BANK)
+    bank = {"iban": None, "bic": "FJLMUSG7", "account_number": "923659633741", "routing_number": "321737997"}
+    items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
+    assert _accepts(tokenizer, grammar, _answer(bank=bank, line_items=items))
+    assert _accepts(tokenizer, grammar, _answer(bank={**bank, "account_number": None}, line_items=items))
+    for wrong in (None, {**bank, "bic": None}, {**bank, "routing_number": None},
+                  {**bank, "bic": "JPMorgan Chase Bank"}, {**bank, "routing_number": "923659633741"}):
+        assert not _accepts(tokenizer, grammar, _answer(bank=wrong, line_items=items)), wrong
 
 
 TABLE = """Rechnung RE-1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import reconcile, reconcile_identifiers, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -228,3 +228,28 @@ def test_a_subtotal_is_left_alone_when_the_sum_is_not_printed_apart_from_the_row
     assert reconcile_subtotal(f, TWO_COLUMN) == []  # already the sum
     assert reconcile_subtotal(fields(subtotal="100.00", line_items=[{**fields()["line_items"][0], "amount": None}]),
                               TWO_COLUMN) == []  # a row without an amount: no sum to check against
+
+
+HEADER = """Perry, Lee and Brown LLC  Rechnung Nr.:  RE20265307
+Datum:  30. September 2026
+Lieferschein:  LS248008
+Kunden-Nr.:  070208
+Ihre Bestellung:  4502373840
+RECHNUNG RE20265307
+Pos.  Artikel  Menge  Preis  Betrag
+"""
+
+
+def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_number():
+    for wrong in ("RE20265307", "LS248008", "070208", "2026"):
+        f = {"invoice_id": "RE20265307", "po_number": wrong}
+        changes = reconcile_identifiers(f, HEADER)
+        assert f == {"invoice_id": "RE20265307", "po_number": None}, wrong
+        assert [(c.field, c.before, c.after) for c in changes] == [("po_number", wrong, None)]
+    f = {"invoice_id": "4502373840", "po_number": "4502373840"}  # a PO number read as the invoice number
+    reconcile_identifiers(f, HEADER)
+    assert f == {"invoice_id": None, "po_number": "4502373840"}
+    # its own label, or a value printed without a known label, stays as read
+    for kept in ({"invoice_id": "RE20265307", "po_number": "4502373840"}, {"invoice_id": "Perry", "po_number": None}):
+        f = dict(kept)
+        assert reconcile_identifiers(f, HEADER) == [] and f == kept
