@@ -114,10 +114,27 @@ def _parse_text_date(span: str) -> str | None:
     return _valid(parsed.year, parsed.month, parsed.day) if parsed else None
 
 
-def date_candidates(text: str) -> list[str]:
-    """ISO dates of every date the text prints, in every order a numeric date can be read."""
-    found: set[str] = set()
+def date_order(text: str) -> str | None:
+    """`dmy` or `mdy` where the text's numeric dates show which one it writes (a day over 12
+    in one place, and never the other way round); None where they do not."""
+    seen = set()
+    for m in _NUMERIC_DATE.finditer(text or ""):
+        a, _, b, c = m.groups()
+        if len(a) <= 2 and len(c) != 3:
+            if int(a) > 12 >= int(b):
+                seen.add("dmy")
+            elif int(b) > 12 >= int(a):
+                seen.add("mdy")
+    return seen.pop() if len(seen) == 1 else None
+
+
+def printed_dates(text: str) -> list[tuple[int, list[str]]]:
+    """Each date the text prints: where it starts, and its ISO readings (every order a
+    numeric date can be read in, or only the text's own order where its other dates show it:
+    `date_order`)."""
+    out: list[tuple[int, list[str]]] = []
     text = text or ""
+    order = date_order(text)
     for m in _NUMERIC_DATE.finditer(text):
         a, _, b, c = m.groups()
         ia, ib, ic = int(a), int(b), int(c)
@@ -125,20 +142,45 @@ def date_candidates(text: str) -> list[str]:
             options = [(ia, ib, ic)]
         elif len(a) <= 2:
             options = [(ic, ib, ia), (ic, ia, ib)]  # day first, month first
+            if order:
+                options = options[:1] if order == "dmy" else options[1:]
         else:
             options = []
-        for y, mo, d in options:
-            if len(c) == 3:
-                continue
-            iso = _valid(y, mo, d)
-            if iso:
-                found.add(iso)
+        readings = [iso for y, mo, d in options if len(c) != 3 and (iso := _valid(y, mo, d))]
+        if readings:
+            out.append((m.start(), list(dict.fromkeys(readings))))
     for pattern in _TEXT_DATES:
         for m in pattern.finditer(text):
             iso = _parse_text_date(" ".join(m.group(0).replace("-", " ").split()))
             if iso:
-                found.add(iso)
-    return sorted(found)
+                out.append((m.start(), [iso]))
+    return sorted(out)
+
+
+def date_candidates(text: str) -> list[str]:
+    """ISO dates of every date the text prints (`printed_dates`)."""
+    return sorted({iso for _, readings in printed_dates(text) for iso in readings})
+
+
+#: Labels of a due date (English, German, French, Dutch, Spanish, Italian), matched right
+#: before the date they label.
+_DUE_LABEL = re.compile(
+    r"(?i)(?<![^\W\d_])(?:due(?:\s*date)?|payment\s*due|due\s*(?:by|on)|pay(?:able)?\s*by"
+    r"|f\u00e4llig(?:keitsdatum|\s*am)?|zahlbar\s*bis|(?:date\s*d'\s*)?\u00e9ch\u00e9ance|\u00e0\s*payer\s*avant\s*le"
+    r"|vervaldatum|te\s*betalen\s*voor|(?:fecha\s*de\s*)?vencimiento|(?:data\s*)?scadenza(?:\s*pagamento)?)"
+    r"\s*[:.]?\s*$")
+
+
+def labelled_due_dates(text: str) -> list[str]:
+    """The ISO readings of the dates the text prints right after a due-date label
+    (`Due date:`, `Payment due:`, `Fällig am:`, `Scadenza:`), which a reader never leaves out."""
+    text = text or ""
+    found: dict[str, None] = {}
+    for start, readings in printed_dates(text):
+        line_start = text.rfind("\n", 0, start) + 1
+        if _DUE_LABEL.search(text[max(line_start, start - 40) : start]):
+            found.update(dict.fromkeys(readings))
+    return list(found)
 
 
 #: Currency signs and the ISO 4217 codes each can stand for.

@@ -271,9 +271,11 @@ def document_grammar(schema: dict, text: str) -> str:
     a BIC one it prints in the ISO 9362 shape. Bank details printed beside their label
     (`models.candidates.labelled_bank_details`: a valid IBAN, a BIC after `BIC`/`SWIFT`, a
     sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
-    object holding them. A field kind the document offers no value for is null. Line items
-    are read row by row (`_line_items`). Everything else is generated from its own JSON
-    schema.
+    object holding them. Where the document prints a date after a due-date label (`Due
+    date:`, `Scadenza:`), the due date is one of those dates and never null
+    (`models.candidates.labelled_due_dates`). A field kind the document offers no value for
+    is null. Line items are read row by row (`_line_items`). Everything else is generated
+    from its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
     from models.candidates import (
@@ -282,6 +284,7 @@ def document_grammar(schema: dict, text: str) -> str:
         date_candidates,
         iban_candidates,
         labelled_bank_details,
+        labelled_due_dates,
         number_candidates,
         text_chunks,
     )
@@ -290,6 +293,7 @@ def document_grammar(schema: dict, text: str) -> str:
     ibans = iban_candidates(text)
     bics = bic_candidates(text)
     labelled = labelled_bank_details(text)
+    due_dates = labelled_due_dates(text)
     dates = date_candidates(text)
     currencies = currency_candidates(text)
     chunks = text_chunks(text)
@@ -322,8 +326,12 @@ def document_grammar(schema: dict, text: str) -> str:
         expr: str | None
         if labelled and (name == "bank" or name in labelled):  # labelled bank details are never left out
             nullable = False
+        if name == "due_date" and due_dates:  # nor is a labelled due date
+            nullable = False
         if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
+        elif kind == "string" and inner.get("pattern") == DATE_PATTERN and name == "due_date" and due_dates:
+            expr = quoted_choice("DUE_DATE", due_dates)
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN:
             expr = quoted_choice("DATE", dates) if dates else None
         elif kind == "string" and inner.get("pattern") == CURRENCY_PATTERN:

@@ -10,8 +10,10 @@ import pytest
 from models.candidates import (
     currency_candidates,
     date_candidates,
+    date_order,
     iban_candidates,
     labelled_bank_details,
+    labelled_due_dates,
     number_candidates,
     text_chunks,
 )
@@ -68,6 +70,32 @@ def test_a_number_is_never_cut_or_invented():
 )
 def test_dates_are_read_in_every_order_and_language(text, expected):
     assert expected <= set(date_candidates(text))
+
+
+def test_a_document_that_shows_its_date_order_is_read_in_that_order_only():
+    assert date_order("Date: 06/05/2026  Due: 07/05/2026") is None
+    assert set(date_candidates("Date: 06/05/2026  Due: 07/05/2026")) == {
+        "2026-05-06", "2026-06-05", "2026-05-07", "2026-07-05"}
+    day_first = "Date: 06/05/2026  Due: 07/05/2026  Delivered: 28/04/2026"
+    assert date_order(day_first) == "dmy"
+    assert set(date_candidates(day_first)) == {"2026-05-06", "2026-05-07", "2026-04-28"}
+    month_first = "Date: 06/05/2026  Shipped: 04/28/2026"
+    assert set(date_candidates(month_first)) == {"2026-06-05", "2026-04-28"}
+    # both orders shown (a stamp in another hand): every reading stays
+    assert date_order("28/04/2026 and 04/28/2026") is None
+
+
+def test_a_labelled_due_date_is_never_left_out_nor_taken_from_another_date(tokenizer):
+    assert labelled_due_dates(INVOICE) == ["2026-04-13"]
+    text = INVOICE.replace("Fällig: 13.04.2026\n", "") + "Ship date:  17 September 2026\nPayment due:  5 October 2026\n"
+    assert labelled_due_dates(text) == ["2026-10-05"]
+    assert labelled_due_dates("Fällig am: 07/10/2026\nTotal due  $512.35") == ["2026-10-07", "2026-07-10"]
+    grammar = document_grammar(invoice_json_schema(), text)
+    items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
+    assert _accepts(tokenizer, grammar, _answer(due_date="2026-10-05", line_items=items))
+    for wrong in (None, "2026-09-17"):
+        assert not _accepts(tokenizer, grammar, _answer(due_date=wrong, line_items=items))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date="2026-09-17", due_date="2026-10-05", line_items=items))
 
 
 def test_impossible_dates_are_not_candidates():
@@ -137,7 +165,9 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
         currency="EUR", subtotal="3333.85", tax="633.43", total_amount="3967.28", line_items=[item],
     )
     assert _accepts(tokenizer, grammar, right)
-    assert _accepts(tokenizer, grammar, _answer(line_items=[item]))  # every other field may be null
+    # every other field may be null, but for the due date printed after its label
+    assert _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", line_items=[item]))
+    assert not _accepts(tokenizer, grammar, _answer(line_items=[item]))
     for wrong in (
         {"client_name": "De Swart B.V."},  # not as printed
         {"vendor_name": "Log-2888135"},  # not in the text
@@ -188,13 +218,14 @@ def test_iban_field_only_admits_a_printed_iban(tokenizer):
     grammar = document_grammar(invoice_json_schema(), text)
     bank = {"iban": "DE89370400440532013000", "bic": None, "account_number": None, "routing_number": None}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
-    assert _accepts(tokenizer, grammar, _answer(bank=bank, line_items=items))
+    rest = {"due_date": "2026-04-13", "line_items": items}
+    assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
     # a digit dropped
-    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, line_items=items))
+    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, **rest))
 
     # a valid IBAN printed under its label is never left out
-    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": None}, line_items=items))
-    assert not _accepts(tokenizer, grammar, _answer(bank=None, line_items=items))
+    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": None}, **rest))
+    assert not _accepts(tokenizer, grammar, _answer(bank=None, **rest))
 
 
 US_BANK = """Bank: JPMorgan Chase Bank  Sales Tax 6.25%  12.29
@@ -220,11 +251,12 @@ def test_labelled_bank_details_are_never_left_out(tokenizer):
     grammar = document_grammar(invoice_json_schema(), INVOICE + US_BANK)
     bank = {"iban": None, "bic": "FJLMUSG7", "account_number": "923659633741", "routing_number": "321737997"}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
-    assert _accepts(tokenizer, grammar, _answer(bank=bank, line_items=items))
-    assert _accepts(tokenizer, grammar, _answer(bank={**bank, "account_number": None}, line_items=items))
+    rest = {"due_date": "2026-04-13", "line_items": items}
+    assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
+    assert _accepts(tokenizer, grammar, _answer(bank={**bank, "account_number": None}, **rest))
     for wrong in (None, {**bank, "bic": None}, {**bank, "routing_number": None},
                   {**bank, "bic": "JPMorgan Chase Bank"}, {**bank, "routing_number": "923659633741"}):
-        assert not _accepts(tokenizer, grammar, _answer(bank=wrong, line_items=items)), wrong
+        assert not _accepts(tokenizer, grammar, _answer(bank=wrong, **rest)), wrong
 
 
 TABLE = """Rechnung RE-1
