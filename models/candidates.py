@@ -171,6 +171,49 @@ _DUE_LABEL = re.compile(
     r"\s*[:.]?\s*$")
 
 
+#: Labels of a field whose value is the text printed after it (on its line, or alone on
+#: the next line when the label ends its line), by field, as a table's cell starts them
+#: (at a line start or after a gap of two spaces or more).
+FIELD_LABELS = {
+    "client_name": r"bill(?:ed)?\s*to|invoice\s*to|sold\s*to|customer|rechnungsempf\u00e4nger|rechnungsadresse"
+                   r"|kunde|factur\u00e9\s*\u00e0|client|adresse\s*de\s*facturation|factuuradres|klant|aan"
+                   r"|facturar\s*a|cliente|intestatario|spett\.le",
+    "payment_terms": r"(?:payment\s*)?terms|zahlungsbedingungen|zahlungsziel|conditions\s*de\s*paiement"
+                     r"|r\u00e8glement|betalingsvoorwaarden|betalingstermijn|forma\s*de\s*pago|condiciones\s*de\s*pago"
+                     r"|condizioni\s*di\s*pagamento|pagamento",
+}
+_CELL_LABEL = {name: re.compile(rf"(?i)(?:^|(?<=\S {{2}}))[ \t]*(?:{rx})(?:[ \t]*:[ \t]*|[ \t]*$)")
+               for name, rx in FIELD_LABELS.items()}
+
+
+#: How many lines below a label that ends its line may hold its value (a PDF's text can put
+#: another column's line between the two).
+LABEL_REACH = 3
+
+
+def labelled_text(text: str, name: str) -> list[str]:
+    """The text printed after a `FIELD_LABELS` label of field `name` (the label starts a
+    cell: a line or the text after a gap of two spaces, and ends with a colon or the line):
+    the rest of the label's cell, and where nothing or another label follows it on its line,
+    the first cell of each of the next `LABEL_REACH` lines that are not labels themselves;
+    whitespace runs as one space."""
+    text = text or ""
+    found: dict[str, None] = {}
+    lines = text.splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [" ".join(c.split()) for c in re.split(r" {2,}", line.strip()) if c.strip()]
+
+    for k, line in enumerate(lines):
+        for m in _CELL_LABEL[name].finditer(line):
+            rest = cells(line[m.end():])
+            values = rest[:1] if rest and not rest[0].endswith(":") else []
+            if not rest or ":" in rest[0]:  # nothing, or another label, follows on its line
+                values += [c[0] for c in map(cells, lines[k + 1 : k + 1 + LABEL_REACH]) if c and not c[0].endswith(":")]
+            found.update(dict.fromkeys(v for v in values if re.search(r"[^\W\d_]", v)))
+    return list(found)
+
+
 def labelled_due_dates(text: str) -> list[str]:
     """The ISO readings of the dates the text prints right after a due-date label
     (`Due date:`, `Payment due:`, `Fällig am:`, `Scadenza:`), which a reader never leaves out."""

@@ -254,6 +254,11 @@ GROUNDED_TEXT_FIELDS = frozenset({
 })
 
 
+#: Text fields that, where the document prints their label (`Bill to:`, `Terms:`), are a
+#: piece of the text after it and never null (`models.candidates.labelled_text`).
+LABELLED_TEXT_FIELDS = ("client_name", "payment_terms")
+
+
 def _lit(text: str) -> str:
     """A Lark string literal."""
     return json.dumps(text)
@@ -273,8 +278,9 @@ def document_grammar(schema: dict, text: str) -> str:
     sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
     object holding them. Where the document prints a date after a due-date label (`Due
     date:`, `Scadenza:`), the due date is one of those dates and never null
-    (`models.candidates.labelled_due_dates`). A field kind the document offers no value for
-    is null. Line items are read row by row (`_line_items`). Everything else is generated
+    (`models.candidates.labelled_due_dates`); where it prints a LABELLED_TEXT_FIELDS label
+    (`Bill to:`, `Terms:`), that field is a piece of the text after the label, never null. A
+    field kind the document offers no value for is null. Line items are read row by row (`_line_items`). Everything else is generated
     from its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
@@ -285,6 +291,7 @@ def document_grammar(schema: dict, text: str) -> str:
         iban_candidates,
         labelled_bank_details,
         labelled_due_dates,
+        labelled_text,
         number_candidates,
         text_chunks,
     )
@@ -294,6 +301,7 @@ def document_grammar(schema: dict, text: str) -> str:
     bics = bic_candidates(text)
     labelled = labelled_bank_details(text)
     due_dates = labelled_due_dates(text)
+    labelled_texts = {name: found for name in LABELLED_TEXT_FIELDS if (found := labelled_text(text, name))}
     dates = date_candidates(text)
     currencies = currency_candidates(text)
     chunks = text_chunks(text)
@@ -326,7 +334,7 @@ def document_grammar(schema: dict, text: str) -> str:
         expr: str | None
         if labelled and (name == "bank" or name in labelled):  # labelled bank details are never left out
             nullable = False
-        if name == "due_date" and due_dates:  # nor is a labelled due date
+        if (name == "due_date" and due_dates) or name in labelled_texts:  # nor a labelled date or text
             nullable = False
         if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
@@ -342,6 +350,10 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice(f"LABELLED_{name.upper()}", labelled[name])
         elif kind == "string" and name == "bic":
             expr = quoted_choice("BIC", bics) if bics else None
+        elif kind == "string" and name in labelled_texts and "pattern" not in inner:
+            limit = int(inner.get("maxLength", 200))
+            expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}")
+                              for k, v in enumerate(labelled_texts[name]))
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":

@@ -14,6 +14,7 @@ from models.candidates import (
     iban_candidates,
     labelled_bank_details,
     labelled_due_dates,
+    labelled_text,
     number_candidates,
     text_chunks,
 )
@@ -92,10 +93,37 @@ def test_a_labelled_due_date_is_never_left_out_nor_taken_from_another_date(token
     assert labelled_due_dates("Fällig am: 07/10/2026\nTotal due  $512.35") == ["2026-10-07", "2026-07-10"]
     grammar = document_grammar(invoice_json_schema(), text)
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
-    assert _accepts(tokenizer, grammar, _answer(due_date="2026-10-05", line_items=items))
+    rest = {"client_name": "de Swart B.V.", "line_items": items}
+    assert _accepts(tokenizer, grammar, _answer(due_date="2026-10-05", **rest))
     for wrong in (None, "2026-09-17"):
-        assert not _accepts(tokenizer, grammar, _answer(due_date=wrong, line_items=items))
-    assert _accepts(tokenizer, grammar, _answer(invoice_date="2026-09-17", due_date="2026-10-05", line_items=items))
+        assert not _accepts(tokenizer, grammar, _answer(due_date=wrong, **rest))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date="2026-09-17", due_date="2026-10-05", **rest))
+
+
+def test_labelled_text_is_read_after_its_label_on_its_line_or_below():
+    header = ("Rechnungsempfänger:  Lieferanschrift:\nEvans Group  Evans Group\n77 Reece Manors  77 Reece Manors\n"
+              "Zahlungsbedingungen: Zahlbar innerhalb 30 Tagen netto\nKundennummer:  K14053\n")
+    assert labelled_text(header, "client_name") == [
+        "Evans Group", "77 Reece Manors", "Zahlungsbedingungen: Zahlbar innerhalb 30 Tagen netto"]
+    assert labelled_text(header, "payment_terms") == ["Zahlbar innerhalb 30 Tagen netto"]
+    # a label must start its cell and end with a colon or its line: `Customer no.:` is none
+    assert labelled_text("Customer no.:  C-78519\nTerms and conditions apply", "client_name") == []
+    assert labelled_text("Customer no.:  C-78519\nTerms and conditions apply", "payment_terms") == []
+    assert labelled_text("Bill to\nTel. 555 0100\nStichting Veltman BV\n", "client_name") == [
+        "Tel. 555 0100", "Stichting Veltman BV"]
+
+
+def test_a_labelled_client_or_terms_is_a_piece_of_the_text_after_the_label(tokenizer):
+    text = INVOICE.replace("Kunde: de Swart B.V.\n", "Rechnung an:\nTel. 030 1234\nde Swart B.V.\nTerms:  Net 30 days  Seite 1\n")
+    text = text.replace("Rechnung an:", "Kunde:")
+    grammar = document_grammar(invoice_json_schema(), text)
+    item = {"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}
+    right = _answer(client_name="de Swart B.V.", payment_terms="Net 30 days", due_date="2026-04-13", line_items=[item])
+    assert _accepts(tokenizer, grammar, right)
+    assert _accepts(tokenizer, grammar, {**right, "payment_terms": "Net 30"})
+    for wrong in ({"client_name": None}, {"payment_terms": None}, {"client_name": "Logan-Schmitt Inc."},
+                  {"payment_terms": "Net 30 days Seite 1"}):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
 
 
 def test_impossible_dates_are_not_candidates():
@@ -165,9 +193,10 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
         currency="EUR", subtotal="3333.85", tax="633.43", total_amount="3967.28", line_items=[item],
     )
     assert _accepts(tokenizer, grammar, right)
-    # every other field may be null, but for the due date printed after its label
-    assert _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", line_items=[item]))
-    assert not _accepts(tokenizer, grammar, _answer(line_items=[item]))
+    # every other field may be null, but for the due date and the client printed after their labels
+    assert _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", client_name="de Swart B.V.", line_items=[item]))
+    assert not _accepts(tokenizer, grammar, _answer(client_name="de Swart B.V.", line_items=[item]))
+    assert not _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", line_items=[item]))
     for wrong in (
         {"client_name": "De Swart B.V."},  # not as printed
         {"vendor_name": "Log-2888135"},  # not in the text
@@ -218,7 +247,7 @@ def test_iban_field_only_admits_a_printed_iban(tokenizer):
     grammar = document_grammar(invoice_json_schema(), text)
     bank = {"iban": "DE89370400440532013000", "bic": None, "account_number": None, "routing_number": None}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
-    rest = {"due_date": "2026-04-13", "line_items": items}
+    rest = {"due_date": "2026-04-13", "client_name": "de Swart B.V.", "line_items": items}
     assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
     # a digit dropped
     assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, **rest))
@@ -251,7 +280,7 @@ def test_labelled_bank_details_are_never_left_out(tokenizer):
     grammar = document_grammar(invoice_json_schema(), INVOICE + US_BANK)
     bank = {"iban": None, "bic": "FJLMUSG7", "account_number": "923659633741", "routing_number": "321737997"}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
-    rest = {"due_date": "2026-04-13", "line_items": items}
+    rest = {"due_date": "2026-04-13", "client_name": "de Swart B.V.", "line_items": items}
     assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
     assert _accepts(tokenizer, grammar, _answer(bank={**bank, "account_number": None}, **rest))
     for wrong in (None, {**bank, "bic": None}, {**bank, "routing_number": None},
