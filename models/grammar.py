@@ -280,8 +280,8 @@ def document_grammar(schema: dict, text: str) -> str:
     date:`, `Scadenza:`), the due date is one of those dates and never null
     (`models.candidates.labelled_due_dates`); where it prints a LABELLED_TEXT_FIELDS label
     (`Bill to:`, `Terms:`), that field is a piece of the text after the label, never null. A
-    field kind the document offers no value for is null. Line items are read row by row (`_line_items`). Everything else is generated
-    from its own JSON schema.
+    field kind the document offers no value for is null. Line items are read row by row
+    (`_line_items`). Everything else is generated from its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
     from models.candidates import (
@@ -442,8 +442,14 @@ def _line_items(item: dict, lines: list[str], rules: dict, terminals: dict, subs
     items are the balanced rows, each with a description and one of its balanced readings
     as its numbers, and nothing else (a total, an address, a page footer, a "carried
     forward" line is no item). Without balanced rows (or with more than the schema's
-    `maxItems`) any row may be an item. Which piece of each row is the description, and
-    which reading of a row, is the model's choice.
+    `maxItems`) any row may be an item, and its description is a piece of its line.
+
+    A balanced row printed on one line has its description set by its layout: its words
+    before the first of the reading's three numbers, less a row number, an item code and,
+    where the header above the rows names a unit column, the unit before the quantity
+    (`models.candidates.row_words`, `row_descriptions`). Which reading of a row, and
+    whether a last unit word that could also end a description (`day`) is part of it, are
+    the model's choice.
     """
     from invoicechain.schema import DECIMAL_PATTERN
     from models.candidates import (
