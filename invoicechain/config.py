@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     reconcile_amounts: bool = Field(
         True,
         description="An extracted answer whose line items or totals do not add up is corrected when exactly "
-        "one number printed where the value belongs makes them add up (`models.reconcile`); each change is "
-        "recorded with the extract step.",
+        "one number printed where the value belongs makes them add up, and an invoice or PO number printed "
+        "only under another number's label is dropped (`models.reconcile`); each change is recorded with the "
+        "extract step.",
     )
     max_new_tokens: int = Field(
         ANSWER_TOKENS, gt=0,

@@ -21,6 +21,12 @@ the grammar only rules out what the document does not say: a dropped digit, a
   misprinted IBAN can still be copied, as printed).
 * Text: the document's words and separators, whitespace runs as one space, each
   JSON-escaped (a value holds whole words as printed and never splits an escape).
+* Rows: the (quantity, unit price, amount) readings of a printed line that balance
+  (`balanced_readings`), and the words before them that make an item's description
+  (`row_words`, `row_descriptions`).
+* Labels: what the text prints right after a field's own label (bank details, a due
+  date, a client, payment terms: `labelled_*`), which the grammar never lets the model
+  leave out.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_the_extract_step_records_each_change_with_its_reason(settings):
     invoice_id = sub.invoice.id
     assert pipeline.run_ingest(invoice_id, settings).proceed
     text = pipeline.extraction_inputs([invoice_id], settings)[invoice_id]
-    f = fields()
+    f = fields(invoice_id="4711", po_number="4711")  # the invoice number read as the PO number too
     merged = {"fields": f, "grounding": ground_fields(f, text), "confidence": {"subtotal": 0.9, "total_amount": 0.9}}
     changes = ModelRuntime._reconcile(merged, text)
     result = ExtractionResult(fields=f, confidence=merged["confidence"], grounding=merged["grounding"],
@@ -159,10 +159,12 @@ def test_the_extract_step_records_each_change_with_its_reason(settings):
     assert pipeline.save_extraction(invoice_id, result, t0=0.0, settings=settings).proceed
     with session_scope(settings) as session:
         run = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.step == Step.EXTRACT)).one()
-        assert [r["code"] for r in run.reasons] == ["RECONCILED_AMOUNT"]
+        assert [r["code"] for r in run.reasons] == ["RECONCILED_AMOUNT", "RECONCILED_IDENTIFIER"]
         assert "shipping: null -> 20.15" in run.reasons[0]["message"]
+        assert "po_number: 4711 -> null (printed only as invoice_id)" in run.reasons[1]["message"]
         assert run.model_output["reconciled"] == [c.as_dict() for c in changes]
-        assert session.get(Invoice, invoice_id).fields["shipping"] == "20.15"
+        saved = session.get(Invoice, invoice_id).fields
+        assert (saved["shipping"], saved["invoice_id"], saved["po_number"]) == ("20.15", "4711", None)
 
 
 def test_undo_gives_back_the_answer_as_decoded():
