@@ -254,6 +254,11 @@ GROUNDED_TEXT_FIELDS = frozenset({
 })
 
 
+#: Address fields: printed over several lines (or cells of a line) and answered as their
+#: parts joined by `, `: up to ADDRESS_PARTS pieces of the text, so joined.
+ADDRESS_FIELDS = frozenset({"vendor_address"})
+ADDRESS_PARTS = 8
+
 #: Text fields that, where the document prints their label (`Bill to:`, `Terms:`), are a
 #: piece of the text after it and never null (`models.candidates.labelled_text`).
 LABELLED_TEXT_FIELDS = ("client_name", "payment_terms")
@@ -323,6 +328,14 @@ def document_grammar(schema: dict, text: str) -> str:
             terminals[name] = f'"\\"" {regex} "\\""'
         return name
 
+    def address(limit: int) -> str:
+        name = f"ADDRESS{limit}"
+        if name not in terminals:
+            part = f"%regex {json.dumps({'substring_chunks': chunks})}"
+            parts = f'{part} (", " {part}){{0,{ADDRESS_PARTS - 1}}}'
+            terminals[name] = f'"\\"" (({parts}) & /(.|\\\\.){{0,{limit}}}/) "\\""'
+        return name
+
     def free(node: dict) -> str:
         return "%json " + json.dumps({**node, "x-guidance": JSON_OPTIONS})
 
@@ -354,6 +367,8 @@ def document_grammar(schema: dict, text: str) -> str:
             limit = int(inner.get("maxLength", 200))
             expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}")
                               for k, v in enumerate(labelled_texts[name]))
+        elif kind == "string" and name in ADDRESS_FIELDS and "pattern" not in inner:
+            expr = address(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
             expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":

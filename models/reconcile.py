@@ -18,9 +18,13 @@ restores it, that change is applied:
 * **the totals**, when subtotal and total are both known and do not balance: a null
   discount, shipping or tax takes the one printed amount that balances them, or a value
   written under the wrong one of the three moves to the null one that balances them
-  (a discount read as tax). A printed amount already used by another field is never
-  taken twice, and a value is never removed: a total that includes its tax (receipts)
-  does not balance and stays as read. The total itself is never changed: an invoice
+  (a discount read as tax); of several such changes, the one whose amount is printed
+  under a label of its field (`Shipping  7.63`, `VAT 19%  12.29`). A printed amount
+  already used by another field is never taken twice, and a printed amount is never
+  removed: a total that includes its tax (receipts) does not balance and stays as read.
+  Only a shipping or discount that is no printed amount (a rate or a count printed without
+  cents, `Net 30`; the subtotal or the total read again) is dropped, where the totals
+  balance without it. The total itself is never changed: an invoice
   whose printed total is wrong must reach validation with it.
 
 One more check is not arithmetic: **an invoice or PO number** that the document prints only
@@ -215,10 +219,16 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
             trial = {**parts, src: None, dst: parts[src]}
             if abs(balance(trial) - total) < CENT:
                 options.append((dst, src, parts[src]))
+    if len(options) > 1:  # of several, the one whose amount is printed under a label of its field
+        options = [o for o in options if _amount_labelled(text, o[2], o[0])]
+    if not options:
+        options = _spurious_adjustments(parts, fields, text, subtotal, total, balance)
     if len(options) != 1:
         return []
     dst, src, value = options[0]
-    if src is None:
+    if dst is None:
+        changes = [Reconciled(src, fields[src], None, "the totals balance without it, and it is no printed amount")]
+    elif src is None:
         changes = [Reconciled(dst, None, _text(value), "null, but the totals only balance with this printed amount")]
     else:
         moved = fields[src]
@@ -227,6 +237,49 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     for change in changes:
         fields[change.field] = change.after
     return changes
+
+
+#: Labels of the totals block's adjustments (English, German, French, Dutch, Spanish,
+#: Italian), and of the lines around them, by field.
+_AMOUNT_LABELS = {
+    "shipping": r"shipping|freight|delivery|carriage|postage|handling|s\s*&\s*h|versand(?:kosten)?|fracht"
+                r"|frais\s*de\s*(?:port|livraison|transport)|transport|verzend(?:kosten|ing)|(?:gastos\s*de\s*)?env[íi]o"
+                r"|portes|(?:spese\s*di\s*)?spedizione|trasporto",
+    "tax": r"(?:sales\s*)?tax|vat|gst|hst|pst|mwst\.?|ust\.?|umsatzsteuer|mehrwertsteuer|tva|btw|iva|igic",
+    "discount": r"discount|rebate|rabatt|nachlass|skonto|remise|escompte|korting|descuento|sconto",
+    "other": r"(?:sub)?total|net|amount|summe|gesamt|betrag|zwischensumme|montant|totaal|subtotaal|importe|totale"
+             r"|imponibile|balance|due",
+}
+_AMOUNT_LABEL = re.compile("|".join(f"(?P<{k}>(?<![^\\W\\d_])(?:{rx})(?![^\\W\\d_]))" for k, rx in _AMOUNT_LABELS.items()),
+                           re.IGNORECASE)
+
+
+def _amount_labelled(text: str, value: Decimal, field: str) -> bool:
+    """Whether `value` is printed somewhere with a label of `field` the nearest label before
+    it on its line (`VAT 19%  12.29`, `Shipping  7.63`)."""
+    for m in _NUMBER.finditer(text):
+        if abs(value) not in {abs(v) for v in _readings(m.group(0))}:
+            continue
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        labels = list(_AMOUNT_LABEL.finditer(text[max(line_start, m.start() - 40) : m.start()]))
+        if labels and labels[-1].lastgroup == field:
+            return True
+    return False
+
+
+def _spurious_adjustments(parts, fields, text, subtotal, total, balance) -> list:
+    """An adjustment without which the totals balance, where it is no amount the document
+    prints as one: printed only without cents (a rate, a count: `20`), or the subtotal's or
+    the total's own value read again."""
+    amounts = {abs(v) for v in _printed(text, cents_only=True)}
+    options = []
+    for src in ("shipping", "discount"):
+        value = parts[src]
+        if value is None or value == 0 or abs(balance({**parts, src: None}) - total) >= CENT:
+            continue
+        if abs(value) not in amounts or abs(value) in (abs(subtotal), abs(total)):
+            options.append((None, src, value))
+    return options
 
 
 #: Labels of the document numbers an invoice prints, by kind (English, German, French,

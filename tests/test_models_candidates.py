@@ -209,8 +209,10 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
         {"line_items": [{**item, "quantity": "80040"}]},
     ):
         assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
-    # Left free: an address is answered joined by commas.
-    assert _accepts(tokenizer, grammar, {**right, "vendor_address": "anything, really"})
+    # An address is pieces of the text joined by commas (or as printed, lines joined by a space).
+    assert _accepts(tokenizer, grammar, {**right, "vendor_address": "Hauptstraße 5"})
+    for wrong in ("anything, really", "Hauptstraße 5, 10115 Berlin, Germany", "Hauptstr. 5, 10115 Berlin"):
+        assert not _accepts(tokenizer, grammar, {**right, "vendor_address": wrong}), wrong
 
 
 def test_a_document_without_numbers_or_dates_only_allows_null_there(tokenizer):

@@ -78,10 +78,34 @@ def test_a_wrong_total_on_the_invoice_is_not_hidden():
 
 
 def test_two_ways_to_balance_means_no_change():
-    text = "Subtotal 100.00\nShipping 5.00\nHandling 5.00\nInsurance 5.00\nTotal 105.00\n"
+    text = "Subtotal 100.00\nService fee 5.00\nInsurance 5.00\nTotal 105.00\n"
     # shipping or tax could each take a printed 5.00: which one is not for arithmetic to say
     f = {"subtotal": "100.00", "discount": None, "shipping": None, "tax": None, "total_amount": "105.00"}
     assert reconcile_totals(f, text) == []
+
+
+def test_of_two_ways_to_balance_the_label_of_the_printed_amount_decides():
+    text = "Bank: Wells Fargo Bank  Subtotal  274.73\nSWIFT: QFDLUSKN  Shipping  11.70\nTotal due  $286.43\n"
+    f = {"subtotal": "274.73", "discount": None, "shipping": None, "tax": None, "total_amount": "286.43"}
+    changes = reconcile_totals(f, text)
+    assert (f["shipping"], f["tax"]) == ("11.70", None)
+    assert [(c.field, c.before, c.after) for c in changes] == [("shipping", None, "11.70")]
+    f = {"subtotal": "274.73", "discount": None, "shipping": None, "tax": None, "total_amount": "286.43"}
+    reconcile_totals(f, text.replace("Shipping", "Sales Tax 4.26%"))
+    assert (f["shipping"], f["tax"]) == (None, "11.70")
+
+
+def test_an_adjustment_that_is_no_printed_amount_and_breaks_the_totals_is_dropped():
+    text = "Terms: Net 30\nSubtotal  203.99\nVAT 0%  0.00\nTotal  203.99\n"
+    for wrong in ("30", "203.99"):  # a number of days; the total read again
+        f = {"subtotal": "203.99", "discount": None, "shipping": wrong, "tax": "0.00", "total_amount": "203.99"}
+        changes = reconcile_totals(f, text)
+        assert f["shipping"] is None, wrong
+        assert [(c.field, c.before, c.after) for c in changes] == [("shipping", wrong, None)]
+    # a printed amount is never dropped: the invoice's own arithmetic may be wrong
+    text = "Subtotal  203.99\nShipping  12.50\nTotal  203.99\n"
+    f = {"subtotal": "203.99", "discount": None, "shipping": "12.50", "tax": None, "total_amount": "203.99"}
+    assert reconcile_totals(f, text) == [] and f["shipping"] == "12.50"
 
 
 def test_a_quantity_read_from_the_description_is_corrected_from_its_line():
