@@ -246,8 +246,8 @@ def closing_choice(allowed, logits, structural, token_bytes: list[bytes], scanne
 # --- grounded decoding ---------------------------------------------------------------------
 
 #: Text fields whose value is a piece of the document's text, written as it is printed.
-#: Left free: addresses (printed over several lines, answered joined by commas) and IBANs
-#: (printed in groups, answered without spaces).
+#: Addresses (ADDRESS_FIELDS) and IBANs (`models.candidates.iban_candidates`) have rules of
+#: their own.
 GROUNDED_TEXT_FIELDS = frozenset({
     "invoice_id", "vendor_name", "client_name", "po_number", "payment_terms",
     "description", "bic", "account_number", "routing_number",
@@ -255,7 +255,7 @@ GROUNDED_TEXT_FIELDS = frozenset({
 
 
 #: Address fields: printed over several lines (or cells of a line) and answered as their
-#: parts joined by `, `: up to ADDRESS_PARTS pieces of the text, so joined.
+#: parts joined by `, `, so up to ADDRESS_PARTS pieces of the text joined by `, `.
 ADDRESS_FIELDS = frozenset({"vendor_address"})
 ADDRESS_PARTS = 8
 
