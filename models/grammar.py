@@ -264,6 +264,10 @@ ADDRESS_PARTS = 8
 LABELLED_TEXT_FIELDS = ("client_name", "payment_terms")
 
 
+#: A text value's outline: at least one character, no space at either end.
+_TRIMMED = "/[^ ](.*[^ ])?/"
+
+
 def _lit(text: str) -> str:
     """A Lark string literal."""
     return json.dumps(text)
@@ -322,7 +326,9 @@ def document_grammar(schema: dict, text: str) -> str:
         name = f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}"
         if name not in terminals:
             pieces = pieces or chunks
-            regex = f"%regex {json.dumps({'substring_chunks': pieces})}"
+            # Never empty and never starting or ending with a space: a value is words as printed,
+            # and a field the document does not state is null.
+            regex = f"(%regex {json.dumps({'substring_chunks': pieces})} & {_TRIMMED})"
             if sum(len(p) for p in pieces) > limit:  # bounded only where the text could exceed the limit
                 regex = f"({regex} & /(.|\\\\.){{0,{limit}}}/)"
             terminals[name] = f'"\\"" {regex} "\\""'
@@ -333,7 +339,7 @@ def document_grammar(schema: dict, text: str) -> str:
         if name not in terminals:
             part = f"%regex {json.dumps({'substring_chunks': chunks})}"
             parts = f'{part} (", " {part}){{0,{ADDRESS_PARTS - 1}}}'
-            terminals[name] = f'"\\"" (({parts}) & /(.|\\\\.){{0,{limit}}}/) "\\""'
+            terminals[name] = f'"\\"" (({parts}) & {_TRIMMED} & /(.|\\\\.){{0,{limit}}}/) "\\""'
         return name
 
     def free(node: dict) -> str:

@@ -202,6 +202,11 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
         {"vendor_name": "Log-2888135"},  # not in the text
         {"vendor_name": "Logan-Schmitt Inc"},  # a word cut short
         {"client_name": "de Sw"},
+        {"client_name": ""},  # an empty value: null is how an unstated field is written
+        {"invoice_id": ""},
+        {"vendor_name": "Logan-Schmitt Inc. "},  # a space at either end
+        {"vendor_name": " Logan-Schmitt Inc."},
+        {"vendor_address": ""},
         {"subtotal": "3.3333"},  # a mangled amount
         {"total_amount": "3967.29"},  # an amount the document does not print
         {"invoice_date": "2026-03-15"},  # an invented date
