@@ -220,14 +220,23 @@ def labelled_text(text: str, name: str) -> list[str]:
     return list(found)
 
 
+#: How far before a value its label may start, on the value's own line.
+LABEL_SPAN = 40
+
+
+def text_before(text: str, start: int, span: int = LABEL_SPAN) -> str:
+    """What `text` prints on the same line just before offset `start` (at most `span`
+    characters): where a value's label is."""
+    return text[max(text.rfind("\n", 0, start) + 1, start - span) : start]
+
+
 def labelled_due_dates(text: str) -> list[str]:
     """The ISO readings of the dates the text prints right after a due-date label
     (`Due date:`, `Payment due:`, `Fällig am:`, `Scadenza:`), which a reader never leaves out."""
     text = text or ""
     found: dict[str, None] = {}
     for start, readings in printed_dates(text):
-        line_start = text.rfind("\n", 0, start) + 1
-        if _DUE_LABEL.search(text[max(line_start, start - 40) : start]):
+        if _DUE_LABEL.search(text_before(text, start)):
             found.update(dict.fromkeys(readings))
     return list(found)
 

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 from invoicechain.schema import DECIMAL_PATTERN
-from models.candidates import _NUMBER, _NUMERIC_DATE, _readings
+from models.candidates import _NUMBER, _NUMERIC_DATE, _readings, text_before
 
 CENT = Decimal("0.01")
 _ROW_COLUMNS = ("quantity", "unit_price", "amount")
@@ -222,7 +222,7 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     if len(options) > 1:  # of several, the one whose amount is printed under a label of its field
         options = [o for o in options if _amount_labelled(text, o[2], o[0])]
     if not options:
-        options = _spurious_adjustments(parts, fields, text, subtotal, total, balance)
+        options = _spurious_adjustments(parts, text, subtotal, total, balance)
     if len(options) != 1:
         return []
     dst, src, value = options[0]
@@ -260,14 +260,13 @@ def _amount_labelled(text: str, value: Decimal, field: str) -> bool:
     for m in _NUMBER.finditer(text):
         if abs(value) not in {abs(v) for v in _readings(m.group(0))}:
             continue
-        line_start = text.rfind("\n", 0, m.start()) + 1
-        labels = list(_AMOUNT_LABEL.finditer(text[max(line_start, m.start() - 40) : m.start()]))
+        labels = list(_AMOUNT_LABEL.finditer(text_before(text, m.start())))
         if labels and labels[-1].lastgroup == field:
             return True
     return False
 
 
-def _spurious_adjustments(parts, fields, text, subtotal, total, balance) -> list:
+def _spurious_adjustments(parts, text, subtotal, total, balance) -> list:
     """An adjustment without which the totals balance, where it is no amount the document
     prints as one: printed only without cents (a rate, a count: `20`), or the subtotal's or
     the total's own value read again."""
@@ -310,12 +309,12 @@ def _labels_of(value: str, text: str) -> list[str | None]:
     kinds = []
     for m in re.finditer(rf"(?<![\w/-]){re.escape(value)}(?![\w/-])", text):
         line_start = text.rfind("\n", 0, m.start()) + 1
-        before = text[max(line_start, m.start() - 40) : m.start()]
         line_end = text.find("\n", m.end())
         line = text[line_start : line_end if line_end >= 0 else len(text)]
         if any(a <= m.start() - line_start and m.end() - line_start <= b for a, b in _date_spans(line)):
             kinds.append("date")
             continue
+        before = text_before(text, m.start())
         kinds.append(next((kind for kind, rx in _LABEL_BEFORE.items() if rx.search(before)), None))
     return kinds
 
