@@ -187,7 +187,16 @@ FIELD_LABELS = {
     "payment_terms": r"(?:payment\s*)?terms|zahlungsbedingungen|zahlungsziel|conditions\s*de\s*paiement"
                      r"|r\u00e8glement|betalingsvoorwaarden|betalingstermijn|forma\s*de\s*pago|condiciones\s*de\s*pago"
                      r"|condizioni\s*di\s*pagamento|pagamento",
+    "po_number": r"p\.?\s*o\.?\s*(?:no\.?|number|#|-nummer)?|purchase\s*order(?:\s*(?:no\.?|number|#))?"
+                 r"|(?:your\s*)?order\s*(?:no\.?|number|#|reference|ref\.?)|bestell(?:ung|nummer|-nr\.?)"
+                 r"|ihre\s*bestellung|(?:bon|n[°º])\s*de\s*commande|votre\s*commande(?:\s*n[°º])?"
+                 r"|inkoopordernummer|(?:uw\s*)?bestelnummer|(?:n\.?[°º]\s*de\s*)?pedido|su\s*pedido"
+                 r"|orden\s*de\s*compra|ordine(?:\s*d'acquisto)?|vs\.?\s*ordine(?:\s*n\.?)?|rif\.?\s*ordine",
 }
+
+#: Fields whose value is a reference number: it holds a digit (`RECHNUNG`, `Invoice` are no
+#: invoice number).
+IDENTIFIER_FIELDS = frozenset({"invoice_id", "po_number"})
 _CELL_LABEL = {name: re.compile(rf"(?i)(?:^|(?<=\S {{2}}))[ \t]*(?:{rx})(?:[ \t]*:[ \t]*|[ \t]*$)")
                for name, rx in FIELD_LABELS.items()}
 
@@ -208,7 +217,13 @@ def labelled_text(text: str, name: str) -> list[str]:
     lines = text.splitlines()
 
     def cells(line: str) -> list[str]:
-        return [" ".join(c.split()) for c in re.split(r" {2,}", line.strip()) if c.strip()]
+        out = []
+        for cell in re.split(r" {2,}", line.strip()):
+            cell = " ".join(cell.split())
+            # Two columns with the same content (`Bill to` and `Ship to` alike) read as one cell.
+            half = (len(cell) - 1) // 2
+            out += [cell[:half]] if len(cell) % 2 and cell[half] == " " and cell[:half] == cell[half + 1:] else [cell]
+        return [c for c in out if c]
 
     for k, line in enumerate(lines):
         for m in _CELL_LABEL[name].finditer(line):
@@ -216,7 +231,8 @@ def labelled_text(text: str, name: str) -> list[str]:
             values = rest[:1] if rest and not rest[0].endswith(":") else []
             if not rest or ":" in rest[0]:  # nothing, or another label, follows on its line
                 values += [c[0] for c in map(cells, lines[k + 1 : k + 1 + LABEL_REACH]) if c and not c[0].endswith(":")]
-            found.update(dict.fromkeys(v for v in values if re.search(r"[^\W\d_]", v)))
+            wanted = r"\d" if name in IDENTIFIER_FIELDS else r"[^\W\d_]"  # a number holds a digit, a name a letter
+            found.update(dict.fromkeys(v for v in values if re.search(wanted, v)))
     return list(found)
 
 

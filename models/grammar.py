@@ -259,9 +259,9 @@ GROUNDED_TEXT_FIELDS = frozenset({
 ADDRESS_FIELDS = frozenset({"vendor_address"})
 ADDRESS_PARTS = 8
 
-#: Text fields that, where the document prints their label (`Bill to:`, `Terms:`), are a
-#: piece of the text after it and never null (`models.candidates.labelled_text`).
-LABELLED_TEXT_FIELDS = ("client_name", "payment_terms")
+#: Text fields that, where the document prints their label (`Bill to:`, `Terms:`, `PO #:`),
+#: are a piece of the text after it and never null (`models.candidates.labelled_text`).
+LABELLED_TEXT_FIELDS = ("client_name", "payment_terms", "po_number")
 
 
 #: A text value's outline: at least one character, no space at either end.
@@ -288,8 +288,8 @@ def document_grammar(schema: dict, text: str) -> str:
     object holding them. Where the document prints a date after a due-date label (`Due
     date:`, `Scadenza:`), the due date is one of those dates and never null
     (`models.candidates.labelled_due_dates`); where it prints a LABELLED_TEXT_FIELDS label
-    (`Bill to:`, `Terms:`), that field is a piece of the text after the label, never null. A
-    field kind the document offers no value for is null. Line items are read row by row
+    (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the text after the label, never
+    null. An invoice or PO number holds a digit. A field kind the document offers no value for is null. Line items are read row by row
     (`_line_items`). Everything else is generated from its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
@@ -302,6 +302,7 @@ def document_grammar(schema: dict, text: str) -> str:
         labelled_due_dates,
         labelled_text,
         number_candidates,
+        IDENTIFIER_FIELDS,
         text_chunks,
     )
 
@@ -322,13 +323,13 @@ def document_grammar(schema: dict, text: str) -> str:
             terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
         return name
 
-    def substring(limit: int, pieces: list[str] | None = None, tag: str = "") -> str:
-        name = f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}"
+    def substring(limit: int, pieces: list[str] | None = None, tag: str = "", number: bool = False) -> str:
+        name = (f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}") + ("_NUMBER" if number else "")
         if name not in terminals:
             pieces = pieces or chunks
             # Never empty and never starting or ending with a space: a value is words as printed,
-            # and a field the document does not state is null.
-            regex = f"(%regex {json.dumps({'substring_chunks': pieces})} & {_TRIMMED})"
+            # and a field the document does not state is null. A reference number holds a digit.
+            regex = f"(%regex {json.dumps({'substring_chunks': pieces})} & {_TRIMMED}{' & /.*[0-9].*/' if number else ''})"
             if sum(len(p) for p in pieces) > limit:  # bounded only where the text could exceed the limit
                 regex = f"({regex} & /(.|\\\\.){{0,{limit}}}/)"
             terminals[name] = f'"\\"" {regex} "\\""'
@@ -371,12 +372,12 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("BIC", bics) if bics else None
         elif kind == "string" and name in labelled_texts and "pattern" not in inner:
             limit = int(inner.get("maxLength", 200))
-            expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}")
+            expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}", number=name in IDENTIFIER_FIELDS)
                               for k, v in enumerate(labelled_texts[name]))
         elif kind == "string" and name in ADDRESS_FIELDS and "pattern" not in inner:
             expr = address(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
-            expr = substring(int(inner.get("maxLength", 200))) if chunks else None
+            expr = substring(int(inner.get("maxLength", 200)), number=name in IDENTIFIER_FIELDS) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
         elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and (rows := _rows(text)):

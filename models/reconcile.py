@@ -27,10 +27,10 @@ restores it, that change is applied:
   balance without it. The total itself is never changed: an invoice
   whose printed total is wrong must reach validation with it.
 
-One more check is not arithmetic: **an invoice or PO number** that the document prints only
-under another number's label (a PO number that is printed only as `Invoice #:`, a
-`Delivery note:` or `Account no.:` number, a year read out of a date) becomes null
-(`reconcile_identifiers`).
+One more check is not arithmetic: **an invoice or PO number or payment terms** that the
+document prints only under another label (a PO number that is printed only as `Invoice #:`,
+a `Delivery note:`, `Account no.:` or `VAT No.:` number, terms that are a tax number), a year
+read out of a date or a line item's code, becomes null (`reconcile_identifiers`).
 
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 from invoicechain.schema import DECIMAL_PATTERN
-from models.candidates import _NUMBER, _NUMERIC_DATE, _readings, text_before
+from models.candidates import _NUMBER, _NUMERIC_DATE, FIELD_LABELS, _readings, text_before
 
 CENT = Decimal("0.01")
 _ROW_COLUMNS = ("quantity", "unit_price", "amount")
@@ -288,23 +288,27 @@ _NUMBER_LABELS = {
                   r"|rechnung|(?:n[°º.]*\s*de\s*)?facture(?:\s*n[°º])?|num[ée]ro\s*de\s*facture|factuur(?:nummer|nr\.?)?"
                   r"|(?:n\.?[°º]\s*de\s*)?factura(?:\s*n\.?[°º])?|n[úu]mero\s*de\s*factura|fattura(?:\s*n\.?)?"
                   r"|numero\s*fattura",
-    "po_number": r"p\.?\s*o\.?\s*(?:no\.?|number|#|-nummer)?|purchase\s*order(?:\s*(?:no\.?|number|#))?"
-                 r"|(?:your\s*)?order\s*(?:no\.?|number|#|reference|ref\.?)|bestell(?:ung|nummer|-nr\.?)"
-                 r"|ihre\s*bestellung|(?:bon|n[°º])\s*de\s*commande|votre\s*commande(?:\s*n[°º])?"
-                 r"|inkoopordernummer|(?:uw\s*)?bestelnummer|(?:n\.?[°º]\s*de\s*)?pedido|su\s*pedido"
-                 r"|orden\s*de\s*compra|ordine(?:\s*d'acquisto)?|vs\.?\s*ordine(?:\s*n\.?)?|rif\.?\s*ordine",
+    "po_number": FIELD_LABELS["po_number"],
     "customer": r"customer\s*(?:no\.?|number|id|#)|account\s*(?:no\.?|number|#)|acct\.?\s*(?:no\.?|#)?"
                 r"|kunden(?:nummer|-nr\.?)|konto(?:nummer|-nr\.?)|n[°º]\s*(?:client|de\s*compte)|code\s*client"
                 r"|klantnummer|rekeningnummer|n\.?[°º]\s*de\s*(?:cliente|cuenta)|codice\s*cliente|conto\s*n\.?",
     "delivery": r"delivery\s*note|packing\s*slip|lieferschein|bon\s*de\s*livraison|pakbon|albar[áa]n|ddt",
+    "tax_id": r"vat(?:\s*reg(?:istration)?\.?)?\s*(?:no\.?|number|id|#)|tax\s*(?:id|no\.?|number|reg(?:istration)?\.?\s*no\.?)"
+              r"|tin|ein|abn|gst(?:/hst)?(?:\s*(?:reg\.?\s*)?(?:no\.?|number|#))?|gstin|hst\s*(?:no\.?|#)"
+              r"|ust[\s.-]*id[\s.-]*(?:nr\.?)?|steuer(?:nummer|[\s-]*nr\.?)|(?:n[°º]\s*)?tva(?:\s*intracom(?:munautaire)?\.?)?"
+              r"|siret|siren|btw[\s-]*(?:nummer|nr\.?|id)|kvk(?:[\s-]*(?:nummer|nr\.?))?|nif|cif|n\.?i\.?f\.?"
+              r"|p\.?\s*iva|partita\s*iva|codice\s*fiscale|company\s*reg(?:istration)?\.?\s*(?:no\.?|number)",
 }
+_NUMBER_LABELS["payment_terms"] = FIELD_LABELS["payment_terms"]
 _LABEL_BEFORE = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{rx})\s*[:.#]?\s*$") for kind, rx in _NUMBER_LABELS.items()}
 
 
 def _labels_of(value: str, text: str) -> list[str | None]:
     """The label kind printed right before each occurrence of `value` in `text` (None where
-    none is known); `date` where the occurrence is part of a date."""
-    from models.candidates import _date_spans
+    none is known); `date` where the occurrence is part of a date, `line item` where it
+    starts a line item's row (an item code: the words before the row's quantity, unit price
+    and amount)."""
+    from models.candidates import _date_spans, balanced_readings
 
     kinds = []
     for m in re.finditer(rf"(?<![\w/-]){re.escape(value)}(?![\w/-])", text):
@@ -314,18 +318,22 @@ def _labels_of(value: str, text: str) -> list[str | None]:
         if any(a <= m.start() - line_start and m.end() - line_start <= b for a, b in _date_spans(line)):
             kinds.append("date")
             continue
+        if any(m.end() - line_start <= first for _, first in balanced_readings(line)):
+            kinds.append("line item")
+            continue
         before = text_before(text, m.start())
         kinds.append(next((kind for kind, rx in _LABEL_BEFORE.items() if rx.search(before)), None))
     return kinds
 
 
 def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
-    """An invoice number or PO number that the document prints only as another number (under
-    another number's label: `Invoice #:` for a PO number, `Delivery note:`, `Account no.:`)
-    or only as part of a date is no such number: it becomes null. A value printed anywhere
-    without a known label, or under its own, is kept."""
+    """An invoice number, PO number or payment terms that the document prints only as
+    something else (under another label: `Invoice #:` for a PO number, `Delivery note:`,
+    `Account no.:`, `VAT No.:`, `Terms:`), only as part of a date or only as a line item's
+    code is no such value: it becomes null. A value printed anywhere without a known label,
+    or under its own, is kept."""
     changes = []
-    for name in ("po_number", "invoice_id"):
+    for name in ("po_number", "invoice_id", "payment_terms"):
         value = fields.get(name)
         if not isinstance(value, str) or not value.strip():
             continue

@@ -111,6 +111,27 @@ def test_labelled_text_is_read_after_its_label_on_its_line_or_below():
     assert labelled_text("Customer no.:  C-78519\nTerms and conditions apply", "payment_terms") == []
     assert labelled_text("Bill to\nTel. 555 0100\nStichting Veltman BV\n", "client_name") == [
         "Tel. 555 0100", "Stichting Veltman BV"]
+    # two columns with the same content (`Billed to:` and `Ship to:`) read as one
+    assert labelled_text("Billed to:  Ship to:\nKnight-Jones Ltd Knight-Jones Ltd\n", "client_name") == ["Knight-Jones Ltd"]
+    # a PO number after its label holds a digit
+    assert labelled_text("PO #:  MCP-7071122\nYour order no.:\nsee above\n", "po_number") == ["MCP-7071122"]
+    assert labelled_text("Pos.  Artikel  Menge\nBestellnummer:  4502373840  Seite 1", "po_number") == ["4502373840"]
+
+
+def test_an_invoice_or_po_number_holds_a_digit_and_a_labelled_po_is_never_left_out(tokenizer):
+    text = INVOICE.replace("Kunde: de Swart B.V.\n", "Kunde: de Swart B.V.\nIhre Bestellung:  PO-55817  Seite 1\n")
+    grammar = document_grammar(invoice_json_schema(), text)
+    item = {"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}
+    right = _answer(invoice_id="RE-2026-0042", client_name="de Swart B.V.", po_number="PO-55817",
+                    due_date="2026-04-13", line_items=[item])
+    assert _accepts(tokenizer, grammar, right)
+    for wrong in ({"po_number": None}, {"po_number": "PO"}, {"po_number": "RE-2026-0042"}, {"invoice_id": "Rechnung"}):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    unlabelled = document_grammar(invoice_json_schema(), INVOICE)
+    base = _answer(invoice_id="RE-2026-0042", client_name="de Swart B.V.", due_date="2026-04-13", line_items=[item])
+    assert _accepts(tokenizer, unlabelled, base)
+    assert _accepts(tokenizer, unlabelled, {**base, "po_number": "RE-2026-0042"})  # no PO label: any printed number
+    assert not _accepts(tokenizer, unlabelled, {**base, "po_number": "Monitor"})
 
 
 def test_a_labelled_client_or_terms_is_a_piece_of_the_text_after_the_label(tokenizer):

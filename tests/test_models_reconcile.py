@@ -261,13 +261,14 @@ Datum:  30. September 2026
 Lieferschein:  LS248008
 Kunden-Nr.:  070208
 Ihre Bestellung:  4502373840
+USt-IdNr.: DE811907980  Tel. +49 30 1234567
 RECHNUNG RE20265307
 Pos.  Artikel  Menge  Preis  Betrag
 """
 
 
 def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_number():
-    for wrong in ("RE20265307", "LS248008", "070208", "2026"):
+    for wrong in ("RE20265307", "LS248008", "070208", "2026", "DE811907980"):
         f = {"invoice_id": "RE20265307", "po_number": wrong}
         changes = reconcile_identifiers(f, HEADER)
         assert f == {"invoice_id": "RE20265307", "po_number": None}, wrong
@@ -275,6 +276,22 @@ def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_n
     f = {"invoice_id": "4502373840", "po_number": "4502373840"}  # a PO number read as the invoice number
     reconcile_identifiers(f, HEADER)
     assert f == {"invoice_id": None, "po_number": "4502373840"}
+    # tax registration numbers in other languages' wording are no PO numbers either
+    for label, number in (("VAT Reg. No.:", "GB123456789"), ("N° TVA intracom.", "FR40303265045"),
+                          ("Btw-nummer:", "NL853749620B01"), ("P. IVA", "IT01234567890"),
+                          ("GST/HST No.", "123456789RT0001"), ("ABN", "51 824 753 556"), ("EIN:", "12-3456789")):
+        f = {"invoice_id": "RE20265307", "po_number": number}
+        reconcile_identifiers(f, HEADER + f"{label} {number}\n")
+        assert f["po_number"] is None, label
+    # an item code at the start of a line item's row, terms that are a tax number
+    f = {"invoice_id": "RE20265307", "po_number": "34023", "payment_terms": "No. 988134110RT0001"}
+    changes = reconcile_identifiers(f, HEADER + "34023  Steel shelving unit 1800x900  2  285.00  570.00\n"
+                                    "GST/HST No. 988134110RT0001\nTerms:  30 dagen netto\n")
+    assert f == {"invoice_id": "RE20265307", "po_number": None, "payment_terms": None}
+    assert [c.reason for c in changes] == ["printed only as line item", "printed only as tax_id"]
+    f = {"invoice_id": "RE20265307", "po_number": "30 dagen netto", "payment_terms": "30 dagen netto"}
+    reconcile_identifiers(f, HEADER + "Terms:  30 dagen netto\n")
+    assert f == {"invoice_id": "RE20265307", "po_number": None, "payment_terms": "30 dagen netto"}
     # its own label, or a value printed without a known label, stays as read
     for kept in ({"invoice_id": "RE20265307", "po_number": "4502373840"}, {"invoice_id": "Perry", "po_number": None}):
         f = dict(kept)
