@@ -120,18 +120,37 @@ def _parse_text_date(span: str) -> str | None:
     return _valid(parsed.year, parsed.month, parsed.day) if parsed else None
 
 
+_US_STATES = (
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR PA"
+    " RI SC SD TN TX UT VT VA WA WV WI WY"
+)
+#: What marks a document as written in the United States (month first): a state and ZIP code
+#: (`Austin, TX 78701`), `USD`/`US$`, an EIN; and as written elsewhere (day first): a
+#: currency other than the dollar, an IBAN.
+_US_MARK = re.compile(rf"(?<![A-Za-z])(?:(?:{'|'.join(_US_STATES.split())})\s+\d{{5}}(?:-\d{{4}})?(?!\d)|USD|US\$|EIN\b)")
+_ELSEWHERE_MARK = re.compile(r"(?<![A-Za-z])(?:EUR|GBP|CHF|SEK|NOK|DKK|PLN|CZK|MYR|SGD|INR|ZAR|NZD|AUD|RM|IBAN)(?![A-Za-z])|[€£₹]")
+
+
 def date_order(text: str) -> str | None:
     """`dmy` or `mdy` where the text's numeric dates show which one it writes (a day over 12
-    in one place, and never the other way round); None where they do not."""
+    in one place, and never the other way round). Where they do not, the document's place:
+    `mdy` for one written in the United States (`_US_MARK`, and nothing of `_ELSEWHERE_MARK`),
+    `dmy` for one written elsewhere (the reverse); None where neither is clear."""
     seen = set()
-    for m in _NUMERIC_DATE.finditer(text or ""):
+    text = text or ""
+    for m in _NUMERIC_DATE.finditer(text):
         a, _, b, c = m.groups()
         if len(a) <= 2 and len(c) != 3:
             if int(a) > 12 >= int(b):
                 seen.add("dmy")
             elif int(b) > 12 >= int(a):
                 seen.add("mdy")
-    return seen.pop() if len(seen) == 1 else None
+    if len(seen) == 1:
+        return seen.pop()
+    if seen:
+        return None
+    us, elsewhere = bool(_US_MARK.search(text)), bool(_ELSEWHERE_MARK.search(text))
+    return "mdy" if us and not elsewhere else "dmy" if elsewhere and not us else None
 
 
 def printed_dates(text: str) -> list[tuple[int, list[str]]]:

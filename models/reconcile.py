@@ -198,8 +198,23 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     def balance(p: dict) -> Decimal:
         return subtotal - (p["discount"] or 0) + (p["shipping"] or 0) + (p["tax"] or 0)
 
+    by_label = _labelled_adjustments(text, subtotal, total, balance)
     if abs(balance(parts) - total) < CENT:
-        return []
+        # Balanced already; a null adjustment that the document prints as zero under its label
+        # (`VAT 0%  0.00`) is zero, not unstated.
+        zeros = [k for k in _ADJUSTMENTS if parts[k] is None and by_label and by_label[k] == 0]
+        changes = [Reconciled(k, None, "0.00", "null, but printed as 0.00 under its label") for k in zeros]
+        for change in changes:
+            fields[change.field] = change.after
+        return changes
+    if by_label is not None:  # the document's own labels balance the totals: read them so
+        changes = [Reconciled(k, fields.get(k), None if v is None else _text(v),
+                              "the totals balance with the amounts printed under the adjustments' labels")
+                   for k, v in by_label.items() if v != parts[k]]
+        changes.sort(key=lambda c: c.after is not None)  # what is emptied first, as a move reads
+        for change in changes:
+            fields[change.field] = change.after
+        return changes
     written = [fields.get(k) for k in ("subtotal", "total_amount", *_ADJUSTMENTS)]
     written += [item.get(c) for item in fields.get("line_items") or [] for c in _ROW_COLUMNS]
     used = {abs(v) for v in map(_dec, written) if v is not None}
@@ -264,6 +279,37 @@ def _amount_labelled(text: str, value: Decimal, field: str) -> bool:
         if labels and labels[-1].lastgroup == field:
             return True
     return False
+
+
+def _labelled_adjustments(text: str, subtotal: Decimal, total: Decimal, balance) -> dict | None:
+    """Discount, shipping and tax as the document labels them: the one amount (two decimals)
+    printed with each field's label the nearest before it on its line (`Nachlass 3 %
+    -32,62`, `Fracht  79,62`, `MwSt. 0 %  0,00`), None for a field it prints no amount for;
+    a discount positive (negative on a credit note), shipping and tax with their printed
+    sign. Only where this reading is unambiguous and balances subtotal and total; else None."""
+    dates = [m.span() for m in _NUMERIC_DATE.finditer(text)]
+    found: dict[str, set[Decimal]] = {k: set() for k in _ADJUSTMENTS}
+    for m in _NUMBER.finditer(text):
+        token = m.group(0)
+        if not (len(token) > 3 and token[-3] in ".," and token[-2:].isdigit()):
+            continue
+        if any(a < m.end() and m.start() < b for a, b in dates):
+            continue
+        labels = list(_AMOUNT_LABEL.finditer(text_before(text, m.start())))
+        if not labels or labels[-1].lastgroup not in found:
+            continue
+        negative = text[max(0, m.start() - 2) : m.start()].rstrip().endswith(("-", "("))
+        readings = {-v if negative else v for v in _readings(token) if re.match(DECIMAL_PATTERN, f"{v:f}")}
+        if len(readings) != 1:
+            return None
+        found[labels[-1].lastgroup] |= readings
+    if any(len(v) > 1 for v in found.values()) or not any(found.values()):
+        return None
+    sign = -1 if subtotal < 0 else 1
+    out = {k: (next(iter(v)) if v else None) for k, v in found.items()}
+    if out["discount"] is not None:
+        out["discount"] = abs(out["discount"]) * sign
+    return out if abs(balance(out) - total) < CENT else None
 
 
 def _spurious_adjustments(parts, text, subtotal, total, balance) -> list:

@@ -84,6 +84,13 @@ def test_a_document_that_shows_its_date_order_is_read_in_that_order_only():
     assert set(date_candidates(month_first)) == {"2026-06-05", "2026-04-28"}
     # both orders shown (a stamp in another hand): every reading stays
     assert date_order("28/04/2026 and 04/28/2026") is None
+    # no date shows it: the document's place does (United States: month first; elsewhere: day first)
+    us = "Ridge Supply Inc.\n1200 Main St, Austin, TX 78701\nDate: 06/05/2026\nTotal $ 120.00\n"
+    assert date_order(us) == "mdy" and date_candidates(us) == ["2026-06-05"]
+    for elsewhere in ("Date: 06/05/2026\nTotal EUR 120,00\n", "Date: 06/05/2026\nTotal £120.00\n",
+                      "Date: 06/05/2026\nTOTAL RM 12.00\n"):
+        assert date_order(elsewhere) == "dmy" and date_candidates(elsewhere) == ["2026-05-06"], elsewhere
+    assert date_order(us + "IBAN: DE89 3704 0044 0532 0130 00\n") is None  # signs of both: no order
 
 
 def test_a_labelled_due_date_is_never_left_out_nor_taken_from_another_date(tokenizer):

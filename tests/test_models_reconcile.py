@@ -57,6 +57,33 @@ def test_a_discount_read_as_tax_moves_to_the_discount():
     assert [c.field for c in changes] == ["tax", "discount"]
 
 
+def test_the_adjustments_are_read_by_their_labels_where_that_balances_the_totals():
+    text = ("Nettobetrag EUR 1.087,33\nBankverbindung  Nachlass 3 %  -32,62\nBank: Volksbank  Fracht  79,62\n"
+            "IBAN: DE97 0093 4605 2115 0850 61  MwSt. 0 %  0,00\nGesamtbetrag  EUR 1.134,33\n")
+    f = {"subtotal": "1087.33", "discount": None, "shipping": None, "tax": "32.62", "total_amount": "1134.33"}
+    changes = reconcile_totals(f, text)
+    assert f == {"subtotal": "1087.33", "discount": "32.62", "shipping": "79.62", "tax": "0.00", "total_amount": "1134.33"}
+    assert {c.field for c in changes} == {"discount", "shipping", "tax"}
+    # one amount written twice under the wrong fields
+    text = "Total HT  2 395,80\nRemise 5 %  -119,79\nNet à payer  2 276,01 EUR\n"
+    f = {"subtotal": "2395.80", "discount": None, "shipping": "119.79", "tax": "119.79", "total_amount": "2276.01"}
+    reconcile_totals(f, text)
+    assert (f["discount"], f["shipping"], f["tax"]) == ("119.79", None, None)
+    # a credit note's tax keeps its printed sign (moving it to the discount would balance too)
+    text = "Subtotal  -1.980,94\nVAT 19%  -376,38\nInvoice total  € -2.357,32\n"
+    f = {"subtotal": "-1980.94", "discount": None, "shipping": None, "tax": "376.38", "total_amount": "-2357.32"}
+    reconcile_totals(f, text)
+    assert (f["discount"], f["tax"]) == (None, "-376.38")
+    # balanced already: a tax printed as zero under its label is zero, not unstated
+    text = "Subtotaal  2,917.00\nKorting 2%  -58.34\nBTW 0%  0.00\nTe betalen  EUR 2,858.66\n"
+    f = {"subtotal": "2917.00", "discount": "58.34", "shipping": None, "tax": None, "total_amount": "2858.66"}
+    assert [(c.field, c.after) for c in reconcile_totals(f, text)] == [("tax", "0.00")]
+    # two different amounts under one label: no reading by labels
+    text = "Subtotal  100.00\nVAT 10% on 100.00  10.00\nShipping  5.00\nTotal  115.00\n"
+    f = {"subtotal": "100.00", "discount": None, "shipping": "10.00", "tax": "5.00", "total_amount": "115.00"}
+    assert reconcile_totals(f, text) == [] and f["tax"] == "5.00"
+
+
 def test_a_total_that_includes_its_tax_is_not_balanced_by_force():
     receipt = "TOTAL  RM 100.00\nGST 6% included  5.66\nCASH  100.00\n"
     f = {"subtotal": "100.00", "discount": None, "shipping": None, "tax": "5.66", "total_amount": "100.00"}
