@@ -358,7 +358,8 @@ def save_extraction(
         reasons = [{"code": "UNGROUNDED_FIELD", "message": f"The value of {k} was not found in the document text."} for k in ungrounded]
         reconciled = result.reconciled
         reasons += [
-            {"code": "RECONCILED_IDENTIFIER" if c["field"] in ("invoice_id", "po_number", "payment_terms") else "RECONCILED_AMOUNT",
+            {"code": "RECONCILED_IDENTIFIER" if c["field"] in ("invoice_id", "po_number", "payment_terms", "bank.account_number")
+             else "RECONCILED_AMOUNT",
              "message": f"{c['field']}: {c['before'] or 'null'} -> {c['after'] or 'null'} ({c['reason']})."}
             for c in reconciled
         ]

@@ -276,6 +276,48 @@ def labelled_due_dates(text: str) -> list[str]:
     return list(found)
 
 
+#: Labels of the invoice's own date (issue date), as a cell starts them (at a line start or
+#: after a gap of two spaces): `Invoice date:`, `Date:`, `Rechnungsdatum`, `Data fattura`.
+_ISSUE_LABEL = re.compile(
+    r"(?i)(?:^|(?<= {2}))[ \t]*(?:(?:invoice|issue|billing)\s*date|date(?:\s*of\s*(?:issue|invoice))?|dated"
+    r"|rechnungsdatum|datum|date\s*de\s*(?:la\s*)?facture|factuurdatum|fecha(?:\s*de\s*(?:la\s*)?factura)?"
+    r"|data(?:\s*(?:della\s*)?fattura)?)\s*[:.]?\s*$")
+
+
+#: Labels of the other dates an invoice prints (delivery, shipping, order, service period,
+#: printing): a date printed only after one of these, or after an invoice-date label, is no
+#: due date.
+_OTHER_DATE_LABEL = re.compile(
+    r"(?i)(?<![^\W\d_])(?:(?:delivery|ship(?:ping|ment)?|dispatch|order|service|supply|print(?:ed)?)\s*date|delivered(?:\s*on)?"
+    r"|date\s*of\s*(?:delivery|supply|shipment|order)|shipped(?:\s*on)?|lieferdatum|leistungsdatum|bestelldatum"
+    r"|versanddatum|date\s*de\s*(?:livraison|commande|prestation)|leverdatum|besteldatum|fecha\s*de\s*(?:entrega|pedido)"
+    r"|data\s*(?:di\s*)?(?:consegna|ordine))\s*[:.]?\s*$")
+
+
+def due_date_candidates(text: str) -> list[str]:
+    """The ISO dates a due date can be: every printed date (`printed_dates`) but those the
+    text prints only after the label of another date (`_OTHER_DATE_LABEL`, `_ISSUE_LABEL`:
+    a delivery date, the invoice date itself)."""
+    text = text or ""
+    other: set[str] = set()
+    free: set[str] = set()
+    for start, readings in printed_dates(text):
+        before = text_before(text, start)
+        (other if _OTHER_DATE_LABEL.search(before) or _ISSUE_LABEL.search(before) else free).update(readings)
+    return sorted(free)
+
+
+def labelled_issue_dates(text: str) -> list[str]:
+    """The ISO readings of the dates the text prints right after an invoice-date label
+    (`_ISSUE_LABEL`): where there are any, the invoice date is one of them."""
+    text = text or ""
+    found: dict[str, None] = {}
+    for start, readings in printed_dates(text):
+        if _ISSUE_LABEL.search(text_before(text, start)):
+            found.update(dict.fromkeys(readings))
+    return list(found)
+
+
 #: Currency signs and the ISO 4217 codes each can stand for.
 _SIGNS: dict[str, tuple[str, ...]] = {
     "US$": ("USD",), "A$": ("AUD",), "AU$": ("AUD",), "C$": ("CAD",), "CA$": ("CAD",), "NZ$": ("NZD",),

@@ -267,6 +267,16 @@ LABELLED_TEXT_FIELDS = ("client_name", "payment_terms", "po_number")
 #: A text value's outline: at least one character, no space at either end.
 _TRIMMED = "/[^ ](.*[^ ])?/"
 
+#: Shapes some grounded text fields keep (terminal suffix, regex): a reference or account
+#: number holds a digit (`RECHNUNG` is no invoice number); a bank routing number (sort
+#: code, ABA, BSB, transit, BLZ) is digits with spaces or hyphens.
+_SHAPES = {
+    "invoice_id": ("NUMBER", "/.*[0-9].*/"),
+    "po_number": ("NUMBER", "/.*[0-9].*/"),
+    "account_number": ("NUMBER", "/.*[0-9].*/"),
+    "routing_number": ("DIGITS", "/[0-9]([0-9 -]*[0-9])?/"),
+}
+
 
 def _lit(text: str) -> str:
     """A Lark string literal."""
@@ -287,7 +297,10 @@ def document_grammar(schema: dict, text: str) -> str:
     sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
     object holding them. Where the document prints a date after a due-date label (`Due
     date:`, `Scadenza:`), the due date is one of those dates and never null
-    (`models.candidates.labelled_due_dates`); where it prints a LABELLED_TEXT_FIELDS label
+    (`models.candidates.labelled_due_dates`), and likewise for the invoice date after an
+    invoice-date label (`Invoice date:`, `Datum:`; `labelled_issue_dates`). An unlabelled
+    due date is never a date printed only as another date (`Ship date:`, the invoice date;
+    `due_date_candidates`). Where it prints a LABELLED_TEXT_FIELDS label
     (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the text after the label, never
     null. An invoice or PO number holds a digit. A field kind the document offers no value for is null. Line items are read row by row
     (`_line_items`). Everything else is generated from its own JSON schema.
@@ -297,12 +310,13 @@ def document_grammar(schema: dict, text: str) -> str:
         bic_candidates,
         currency_candidates,
         date_candidates,
+        due_date_candidates,
         iban_candidates,
         labelled_bank_details,
         labelled_due_dates,
+        labelled_issue_dates,
         labelled_text,
         number_candidates,
-        IDENTIFIER_FIELDS,
         text_chunks,
     )
 
@@ -311,6 +325,8 @@ def document_grammar(schema: dict, text: str) -> str:
     bics = bic_candidates(text)
     labelled = labelled_bank_details(text)
     due_dates = labelled_due_dates(text)
+    unlabelled_due = [] if due_dates else due_date_candidates(text)
+    issue_dates = labelled_issue_dates(text)
     labelled_texts = {name: found for name in LABELLED_TEXT_FIELDS if (found := labelled_text(text, name))}
     dates = date_candidates(text)
     currencies = currency_candidates(text)
@@ -323,13 +339,14 @@ def document_grammar(schema: dict, text: str) -> str:
             terminals[name] = " | ".join(_lit(json.dumps(v, ensure_ascii=False)) for v in values)
         return name
 
-    def substring(limit: int, pieces: list[str] | None = None, tag: str = "", number: bool = False) -> str:
-        name = (f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}") + ("_NUMBER" if number else "")
+    def substring(limit: int, pieces: list[str] | None = None, tag: str = "", field: str = "") -> str:
+        shape = _SHAPES.get(field)
+        name = (f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}") + (f"_{shape[0]}" if shape else "")
         if name not in terminals:
             pieces = pieces or chunks
             # Never empty and never starting or ending with a space: a value is words as printed,
-            # and a field the document does not state is null. A reference number holds a digit.
-            regex = f"(%regex {json.dumps({'substring_chunks': pieces})} & {_TRIMMED}{' & /.*[0-9].*/' if number else ''})"
+            # and a field the document does not state is null. Some fields have a shape of their own.
+            regex = f"(%regex {json.dumps({'substring_chunks': pieces})} & {_TRIMMED}{f' & {shape[1]}' if shape else ''})"
             if sum(len(p) for p in pieces) > limit:  # bounded only where the text could exceed the limit
                 regex = f"({regex} & /(.|\\\\.){{0,{limit}}}/)"
             terminals[name] = f'"\\"" {regex} "\\""'
@@ -354,12 +371,16 @@ def document_grammar(schema: dict, text: str) -> str:
         expr: str | None
         if labelled and (name == "bank" or name in labelled):  # labelled bank details are never left out
             nullable = False
-        if (name == "due_date" and due_dates) or name in labelled_texts:  # nor a labelled date or text
-            nullable = False
+        if (name == "due_date" and due_dates) or (name == "invoice_date" and issue_dates) or name in labelled_texts:
+            nullable = False  # nor a labelled date or text
         if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN and name == "due_date" and due_dates:
             expr = quoted_choice("DUE_DATE", due_dates)
+        elif kind == "string" and inner.get("pattern") == DATE_PATTERN and name == "due_date":
+            expr = quoted_choice("OTHER_DUE_DATE", unlabelled_due) if unlabelled_due else None
+        elif kind == "string" and inner.get("pattern") == DATE_PATTERN and name == "invoice_date" and issue_dates:
+            expr = quoted_choice("ISSUE_DATE", issue_dates)
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN:
             expr = quoted_choice("DATE", dates) if dates else None
         elif kind == "string" and inner.get("pattern") == CURRENCY_PATTERN:
@@ -372,12 +393,12 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("BIC", bics) if bics else None
         elif kind == "string" and name in labelled_texts and "pattern" not in inner:
             limit = int(inner.get("maxLength", 200))
-            expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}", number=name in IDENTIFIER_FIELDS)
+            expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}", field=name)
                               for k, v in enumerate(labelled_texts[name]))
         elif kind == "string" and name in ADDRESS_FIELDS and "pattern" not in inner:
             expr = address(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
-            expr = substring(int(inner.get("maxLength", 200)), number=name in IDENTIFIER_FIELDS) if chunks else None
+            expr = substring(int(inner.get("maxLength", 200)), field=name) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
         elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and (rows := _rows(text)):

@@ -376,8 +376,9 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
     """An invoice number, PO number or payment terms that the document prints only as
     something else (under another label: `Invoice #:` for a PO number, `Delivery note:`,
     `Account no.:`, `VAT No.:`, `Terms:`), only as part of a date or only as a line item's
-    code is no such value: it becomes null. A value printed anywhere without a known label,
-    or under its own, is kept."""
+    code is no such value: it becomes null; so does a bank account number printed only as
+    a tax, invoice or PO number (and the bank details, where nothing else is left). A value
+    printed anywhere without a known label, or under its own, is kept."""
     changes = []
     for name in ("po_number", "invoice_id", "payment_terms"):
         value = fields.get(name)
@@ -387,6 +388,17 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
         if kinds and all(k is not None and k != name for k in kinds):
             fields[name] = None
             changes.append(Reconciled(name, value, None, f"printed only as {', '.join(sorted(set(kinds)))}"))
+    bank = fields.get("bank")
+    if isinstance(bank, dict):  # a bank account number printed only as a tax, invoice or PO number
+        value = bank.get("account_number")
+        if isinstance(value, str) and value.strip():
+            kinds = _labels_of(value, text)
+            if kinds and all(k is not None and k != "customer" for k in kinds):
+                bank["account_number"] = None
+                changes.append(Reconciled("bank.account_number", value, None,
+                                          f"printed only as {', '.join(sorted(set(kinds)))}"))
+                if not any(bank.values()):
+                    fields["bank"] = None
     return changes
 
 

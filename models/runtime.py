@@ -654,7 +654,7 @@ class ModelRuntime:
             return changes
         fresh = ground_fields(fields, text)
         for change in changes:
-            top = change.field.split("[", 1)[0]
+            top = re.split(r"[\[.]", change.field, maxsplit=1)[0]  # `line_items[0].amount`, `bank.account_number`
             merged["grounding"][top] = fresh[top]
             if top not in AMOUNT_FIELDS:  # line items keep theirs; a dropped identifier keeps the model's
                 continue

@@ -11,9 +11,11 @@ from models.candidates import (
     currency_candidates,
     date_candidates,
     date_order,
+    due_date_candidates,
     iban_candidates,
     labelled_bank_details,
     labelled_due_dates,
+    labelled_issue_dates,
     labelled_text,
     number_candidates,
     text_chunks,
@@ -101,10 +103,27 @@ def test_a_labelled_due_date_is_never_left_out_nor_taken_from_another_date(token
     grammar = document_grammar(invoice_json_schema(), text)
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
     rest = {"client_name": "de Swart B.V.", "line_items": items}
-    assert _accepts(tokenizer, grammar, _answer(due_date="2026-10-05", **rest))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, due_date="2026-10-05", **rest))
     for wrong in (None, "2026-09-17"):
-        assert not _accepts(tokenizer, grammar, _answer(due_date=wrong, **rest))
-    assert _accepts(tokenizer, grammar, _answer(invoice_date="2026-09-17", due_date="2026-10-05", **rest))
+        assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, due_date=wrong, **rest))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date="2026-09-17", due_date="2026-10-05", **rest))
+    # the date after the invoice-date label (`Datum:`) is the invoice date, never left out
+    assert labelled_issue_dates(text) == [ISSUED]
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=None, due_date="2026-10-05", **rest))
+
+
+def test_an_unlabelled_due_date_is_no_date_printed_as_another_date(tokenizer):
+    text = ("Invoice date:  10 September 2026\nShip date:  8 September 2026\nDelivered:  2026-09-09\n"
+            "Terms:  Payable on receipt\nStamp 12/09/2026 received\n")
+    assert labelled_issue_dates(text) == ["2026-09-10"]
+    assert due_date_candidates(text) == ["2026-09-12", "2026-12-09"]
+    grammar = document_grammar(invoice_json_schema(), text)
+    right = _answer(invoice_date="2026-09-10", payment_terms="Payable on receipt")
+    assert _accepts(tokenizer, grammar, right)
+    for wrong in ({"due_date": "2026-09-10"}, {"due_date": "2026-09-08"}, {"due_date": "2026-09-09"},
+                  {"invoice_date": "2026-09-08"}):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    assert _accepts(tokenizer, grammar, {**right, "due_date": "2026-09-12"})
 
 
 def test_labelled_text_is_read_after_its_label_on_its_line_or_below():
@@ -129,13 +148,13 @@ def test_an_invoice_or_po_number_holds_a_digit_and_a_labelled_po_is_never_left_o
     text = INVOICE.replace("Kunde: de Swart B.V.\n", "Kunde: de Swart B.V.\nIhre Bestellung:  PO-55817  Seite 1\n")
     grammar = document_grammar(invoice_json_schema(), text)
     item = {"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}
-    right = _answer(invoice_id="RE-2026-0042", client_name="de Swart B.V.", po_number="PO-55817",
+    right = _answer(invoice_date=ISSUED, invoice_id="RE-2026-0042", client_name="de Swart B.V.", po_number="PO-55817",
                     due_date="2026-04-13", line_items=[item])
     assert _accepts(tokenizer, grammar, right)
     for wrong in ({"po_number": None}, {"po_number": "PO"}, {"po_number": "RE-2026-0042"}, {"invoice_id": "Rechnung"}):
         assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
     unlabelled = document_grammar(invoice_json_schema(), INVOICE)
-    base = _answer(invoice_id="RE-2026-0042", client_name="de Swart B.V.", due_date="2026-04-13", line_items=[item])
+    base = _answer(invoice_date=ISSUED, invoice_id="RE-2026-0042", client_name="de Swart B.V.", due_date="2026-04-13", line_items=[item])
     assert _accepts(tokenizer, unlabelled, base)
     assert _accepts(tokenizer, unlabelled, {**base, "po_number": "RE-2026-0042"})  # no PO label: any printed number
     assert not _accepts(tokenizer, unlabelled, {**base, "po_number": "Monitor"})
@@ -146,7 +165,7 @@ def test_a_labelled_client_or_terms_is_a_piece_of_the_text_after_the_label(token
     text = text.replace("Rechnung an:", "Kunde:")
     grammar = document_grammar(invoice_json_schema(), text)
     item = {"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}
-    right = _answer(client_name="de Swart B.V.", payment_terms="Net 30 days", due_date="2026-04-13", line_items=[item])
+    right = _answer(invoice_date=ISSUED, client_name="de Swart B.V.", payment_terms="Net 30 days", due_date="2026-04-13", line_items=[item])
     assert _accepts(tokenizer, grammar, right)
     assert _accepts(tokenizer, grammar, {**right, "payment_terms": "Net 30"})
     for wrong in ({"client_name": None}, {"payment_terms": None}, {"client_name": "Logan-Schmitt Inc."},
@@ -206,6 +225,10 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+#: The date INVOICE prints after its invoice-date label (`Datum:`).
+ISSUED = "2026-03-14"
+
+
 def _answer(**fields) -> dict:
     answer = all_null_document(invoice_json_schema())
     answer.update(fields)
@@ -222,9 +245,9 @@ def test_grammar_admits_what_the_document_says_and_nothing_else(tokenizer):
     )
     assert _accepts(tokenizer, grammar, right)
     # every other field may be null, but for the due date and the client printed after their labels
-    assert _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", client_name="de Swart B.V.", line_items=[item]))
-    assert not _accepts(tokenizer, grammar, _answer(client_name="de Swart B.V.", line_items=[item]))
-    assert not _accepts(tokenizer, grammar, _answer(due_date="2026-04-13", line_items=[item]))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, due_date="2026-04-13", client_name="de Swart B.V.", line_items=[item]))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, client_name="de Swart B.V.", line_items=[item]))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, due_date="2026-04-13", line_items=[item]))
     for wrong in (
         {"client_name": "De Swart B.V."},  # not as printed
         {"vendor_name": "Log-2888135"},  # not in the text
@@ -283,13 +306,13 @@ def test_iban_field_only_admits_a_printed_iban(tokenizer):
     bank = {"iban": "DE89370400440532013000", "bic": None, "account_number": None, "routing_number": None}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
     rest = {"due_date": "2026-04-13", "client_name": "de Swart B.V.", "line_items": items}
-    assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank=bank, **rest))
     # a digit dropped
-    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": "DE8937040044053201300"}, **rest))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank={**bank, "iban": "DE8937040044053201300"}, **rest))
 
     # a valid IBAN printed under its label is never left out
-    assert not _accepts(tokenizer, grammar, _answer(bank={**bank, "iban": None}, **rest))
-    assert not _accepts(tokenizer, grammar, _answer(bank=None, **rest))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank={**bank, "iban": None}, **rest))
+    assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank=None, **rest))
 
 
 US_BANK = """Bank: JPMorgan Chase Bank  Sales Tax 6.25%  12.29
@@ -316,11 +339,11 @@ def test_labelled_bank_details_are_never_left_out(tokenizer):
     bank = {"iban": None, "bic": "FJLMUSG7", "account_number": "923659633741", "routing_number": "321737997"}
     items = [{"description": '27" Monitor', "quantity": "2", "unit_price": "1234.50", "amount": "2469.00"}]
     rest = {"due_date": "2026-04-13", "client_name": "de Swart B.V.", "line_items": items}
-    assert _accepts(tokenizer, grammar, _answer(bank=bank, **rest))
-    assert _accepts(tokenizer, grammar, _answer(bank={**bank, "account_number": None}, **rest))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank=bank, **rest))
+    assert _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank={**bank, "account_number": None}, **rest))
     for wrong in (None, {**bank, "bic": None}, {**bank, "routing_number": None},
                   {**bank, "bic": "JPMorgan Chase Bank"}, {**bank, "routing_number": "923659633741"}):
-        assert not _accepts(tokenizer, grammar, _answer(bank=wrong, **rest)), wrong
+        assert not _accepts(tokenizer, grammar, _answer(invoice_date=ISSUED, bank=wrong, **rest)), wrong
 
 
 TABLE = """Rechnung RE-1

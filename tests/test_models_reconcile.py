@@ -316,6 +316,13 @@ def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_n
                                     "GST/HST No. 988134110RT0001\nTerms:  30 dagen netto\n")
     assert f == {"invoice_id": "RE20265307", "po_number": None, "payment_terms": None}
     assert [c.reason for c in changes] == ["printed only as line item", "printed only as tax_id"]
+    bank = {"iban": None, "bic": None, "account_number": "IE0312471S", "routing_number": None}
+    f = {"invoice_id": "RE20265307", "po_number": None, "bank": dict(bank)}
+    reconcile_identifiers(f, HEADER + "VAT Reg. No.: IE0312471S\n")
+    assert f["bank"] is None
+    f = {"invoice_id": "RE20265307", "po_number": None, "bank": {**bank, "account_number": "D28040"}}
+    reconcile_identifiers(f, HEADER + "Account no.:  D28040\n")  # may be a bank account: kept
+    assert f["bank"]["account_number"] == "D28040"
     f = {"invoice_id": "RE20265307", "po_number": "30 dagen netto", "payment_terms": "30 dagen netto"}
     reconcile_identifiers(f, HEADER + "Terms:  30 dagen netto\n")
     assert f == {"invoice_id": "RE20265307", "po_number": None, "payment_terms": "30 dagen netto"}
