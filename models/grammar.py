@@ -267,14 +267,27 @@ LABELLED_TEXT_FIELDS = ("client_name", "payment_terms", "po_number")
 #: A text value's outline: at least one character, no space at either end.
 _TRIMMED = "/[^ ](.*[^ ])?/"
 
+#: Words a document prints as its title or a stamp (English, German, French, Dutch, Spanish,
+#: Italian): a name or an address never starts with one (`COPY ANDERSSON OFFICE SUPPLIES
+#: HB` is a stamp beside the name, `GUTSCHRIFT, 16647 Gardelegen` no address).
+TITLE_WORDS = (
+    "INVOICE", "TAX INVOICE", "CREDIT NOTE", "CREDIT MEMO", "COPY", "DUPLICATE", "RECEIVED", "ENTERED", "PAID",
+    "RECHNUNG", "GUTSCHRIFT", "KOPIE", "EINGANG", "GEBUCHT", "BEZAHLT", "FACTURE", "AVOIR", "DUPLICATA", "REÇU",
+    "COMPTABILISÉ", "FACTUUR", "CREDITNOTA", "ONTVANGEN", "GEBOEKT", "FACTURA", "FACTURA RECTIFICATIVA",
+    "NOTA DE CRÉDITO", "RECIBIDO", "CONTABILIZADO", "COPIA", "FATTURA", "NOTA DI CREDITO", "RICEVUTO", "REGISTRATO",
+)
+_TITLE_START = "~/({})([ ,].*)?/".format("|".join(
+    v for w in TITLE_WORDS for v in dict.fromkeys((w, w.capitalize(), w.title()))))
+
 #: Shapes some grounded text fields keep (terminal suffix, regex): a reference or account
-#: number holds a digit (`RECHNUNG` is no invoice number); a bank routing number (sort
-#: code, ABA, BSB, transit, BLZ) is digits with spaces or hyphens.
+#: number holds a digit (`RECHNUNG` is no invoice number); a name starts with no title or
+#: stamp word (TITLE_WORDS).
 _SHAPES = {
+    "vendor_name": ("NAME", _TITLE_START),
+    "client_name": ("NAME", _TITLE_START),
     "invoice_id": ("NUMBER", "/.*[0-9].*/"),
     "po_number": ("NUMBER", "/.*[0-9].*/"),
     "account_number": ("NUMBER", "/.*[0-9].*/"),
-    "routing_number": ("DIGITS", "/[0-9]([0-9 -]*[0-9])?/"),
 }
 
 
@@ -292,7 +305,7 @@ def document_grammar(schema: dict, text: str) -> str:
     GROUNDED_TEXT_FIELDS string a piece of its text (its characters with whitespace runs as
     one space), each bounded by the schema's maxLength; any of them may be null where the
     schema allows. An IBAN is one the document prints (`models.candidates.iban_candidates`),
-    a BIC one it prints in the ISO 9362 shape. Bank details printed beside their label
+    a BIC one it prints in the ISO 9362 shape, a routing number one printed beside its label. Bank details printed beside their label
     (`models.candidates.labelled_bank_details`: a valid IBAN, a BIC after `BIC`/`SWIFT`, a
     sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
     object holding them. Where the document prints a date after a due-date label (`Due
@@ -357,7 +370,7 @@ def document_grammar(schema: dict, text: str) -> str:
         if name not in terminals:
             part = f"%regex {json.dumps({'substring_chunks': chunks})}"
             parts = f'{part} (", " {part}){{0,{ADDRESS_PARTS - 1}}}'
-            terminals[name] = f'"\\"" (({parts}) & {_TRIMMED} & /(.|\\\\.){{0,{limit}}}/) "\\""'
+            terminals[name] = f'"\\"" (({parts}) & {_TRIMMED} & {_TITLE_START} & /(.|\\\\.){{0,{limit}}}/) "\\""'
         return name
 
     def free(node: dict) -> str:
@@ -389,6 +402,8 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = quoted_choice("IBAN", ibans) if ibans else None
         elif kind == "string" and name in ("bic", "routing_number") and name in labelled:
             expr = quoted_choice(f"LABELLED_{name.upper()}", labelled[name])
+        elif kind == "string" and name == "routing_number":
+            expr = None  # a routing number is only ever read beside its label (above)
         elif kind == "string" and name == "bic":
             expr = quoted_choice("BIC", bics) if bics else None
         elif kind == "string" and name in labelled_texts and "pattern" not in inner:

@@ -15,7 +15,10 @@ restores it, that change is applied:
 * **the subtotal**, when it is not the sum of the line items' amounts and that sum is
   printed apart from the rows themselves: it takes the sum (a page's "carried forward"
   read as the subtotal).
-* **the totals**, when subtotal and total are both known and do not balance: a null
+* **the totals**, when subtotal and total are both known and do not balance: where the
+  amounts the document prints under the adjustments' own labels (`Nachlass 3 %  -32,62`,
+  `Fracht  79,62`, `MwSt. 0 %  0,00`; one amount per label) balance them, discount,
+  shipping and tax are read so. Otherwise a null
   discount, shipping or tax takes the one printed amount that balances them, or a value
   written under the wrong one of the three moves to the null one that balances them
   (a discount read as tax); of several such changes, the one whose amount is printed
@@ -24,8 +27,10 @@ restores it, that change is applied:
   removed: a total that includes its tax (receipts) does not balance and stays as read.
   Only a shipping or discount that is no printed amount (a rate or a count printed without
   cents, `Net 30`; the subtotal or the total read again) is dropped, where the totals
-  balance without it. The total itself is never changed: an invoice
-  whose printed total is wrong must reach validation with it.
+  balance without it. The total itself is changed only where the answer's total is its
+  subtotal read again and the document prints the total its labelled adjustments make;
+  otherwise never: an invoice whose printed total is wrong must reach validation with it.
+  A balanced answer's null adjustment printed as zero under its label becomes zero.
 
 One more check is not arithmetic: **an invoice or PO number or payment terms** that the
 document prints only under another label (a PO number that is printed only as `Invoice #:`,
@@ -198,23 +203,35 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
     def balance(p: dict) -> Decimal:
         return subtotal - (p["discount"] or 0) + (p["shipping"] or 0) + (p["tax"] or 0)
 
-    by_label = _labelled_adjustments(text, subtotal, total, balance)
+    by_label = _labelled_adjustments(text, subtotal)
+    changes = []
+    if by_label is not None and total == subtotal and any(by_label.values()):
+        # The subtotal read again as the total, where the document prints the total its labelled
+        # adjustments make: that printed amount is the total.
+        made = balance(by_label)
+        if made != subtotal and abs(made) in {abs(v) for v in _printed(text, cents_only=True)}:
+            changes.append(Reconciled("total_amount", fields["total_amount"], _text(made),
+                                      "the subtotal read again; the printed amount the labelled adjustments make"))
+            fields["total_amount"] = _text(made)
+            total = made
+    if by_label is not None and abs(balance(by_label) - total) >= CENT:
+        by_label = None  # the labels do not balance the totals: no reading by them
     if abs(balance(parts) - total) < CENT:
         # Balanced already; a null adjustment that the document prints as zero under its label
         # (`VAT 0%  0.00`) is zero, not unstated.
         zeros = [k for k in _ADJUSTMENTS if parts[k] is None and by_label and by_label[k] == 0]
-        changes = [Reconciled(k, None, "0.00", "null, but printed as 0.00 under its label") for k in zeros]
-        for change in changes:
+        more = [Reconciled(k, None, "0.00", "null, but printed as 0.00 under its label") for k in zeros]
+        for change in more:
             fields[change.field] = change.after
-        return changes
+        return changes + more
     if by_label is not None:  # the document's own labels balance the totals: read them so
-        changes = [Reconciled(k, fields.get(k), None if v is None else _text(v),
-                              "the totals balance with the amounts printed under the adjustments' labels")
-                   for k, v in by_label.items() if v != parts[k]]
-        changes.sort(key=lambda c: c.after is not None)  # what is emptied first, as a move reads
-        for change in changes:
+        more = [Reconciled(k, fields.get(k), None if v is None else _text(v),
+                           "the totals balance with the amounts printed under the adjustments' labels")
+                for k, v in by_label.items() if v != parts[k]]
+        more.sort(key=lambda c: c.after is not None)  # what is emptied first, as a move reads
+        for change in more:
             fields[change.field] = change.after
-        return changes
+        return changes + more
     written = [fields.get(k) for k in ("subtotal", "total_amount", *_ADJUSTMENTS)]
     written += [item.get(c) for item in fields.get("line_items") or [] for c in _ROW_COLUMNS]
     used = {abs(v) for v in map(_dec, written) if v is not None}
@@ -257,13 +274,13 @@ def reconcile_totals(fields: dict, text: str) -> list[Reconciled]:
 #: Labels of the totals block's adjustments (English, German, French, Dutch, Spanish,
 #: Italian), and of the lines around them, by field.
 _AMOUNT_LABELS = {
-    "shipping": r"shipping|freight|delivery|carriage|postage|handling|s\s*&\s*h|versand(?:kosten)?|fracht"
+    "shipping": r"shipping|freight|delivery|carriage|postage|handling|s\s*&\s*h|versand(?:kosten)?|fracht|porto|verpackung"
                 r"|frais\s*de\s*(?:port|livraison|transport)|transport|verzend(?:kosten|ing)|(?:gastos\s*de\s*)?env[íi]o"
                 r"|portes|(?:spese\s*di\s*)?spedizione|trasporto",
     "tax": r"(?:sales\s*)?tax|vat|gst|hst|pst|mwst\.?|ust\.?|umsatzsteuer|mehrwertsteuer|tva|btw|iva|igic",
     "discount": r"discount|rebate|rabatt|nachlass|skonto|remise|escompte|korting|descuento|sconto",
     "other": r"(?:sub)?total|net|amount|summe|gesamt|betrag|zwischensumme|montant|totaal|subtotaal|importe|totale"
-             r"|imponibile|balance|due",
+             r"|imponibile|imponible|suma|brutto|netto|ttc|ht|payer|betalen|balance|due",
 }
 _AMOUNT_LABEL = re.compile("|".join(f"(?P<{k}>(?<![^\\W\\d_])(?:{rx})(?![^\\W\\d_]))" for k, rx in _AMOUNT_LABELS.items()),
                            re.IGNORECASE)
@@ -281,12 +298,12 @@ def _amount_labelled(text: str, value: Decimal, field: str) -> bool:
     return False
 
 
-def _labelled_adjustments(text: str, subtotal: Decimal, total: Decimal, balance) -> dict | None:
+def _labelled_adjustments(text: str, subtotal: Decimal) -> dict | None:
     """Discount, shipping and tax as the document labels them: the one amount (two decimals)
     printed with each field's label the nearest before it on its line (`Nachlass 3 %
     -32,62`, `Fracht  79,62`, `MwSt. 0 %  0,00`), None for a field it prints no amount for;
     a discount positive (negative on a credit note), shipping and tax with their printed
-    sign. Only where this reading is unambiguous and balances subtotal and total; else None."""
+    sign. None where a label has two different amounts, or no label any."""
     dates = [m.span() for m in _NUMERIC_DATE.finditer(text)]
     found: dict[str, set[Decimal]] = {k: set() for k in _ADJUSTMENTS}
     for m in _NUMBER.finditer(text):
@@ -309,7 +326,7 @@ def _labelled_adjustments(text: str, subtotal: Decimal, total: Decimal, balance)
     out = {k: (next(iter(v)) if v else None) for k, v in found.items()}
     if out["discount"] is not None:
         out["discount"] = abs(out["discount"]) * sign
-    return out if abs(balance(out) - total) < CENT else None
+    return out
 
 
 def _spurious_adjustments(parts, text, subtotal, total, balance) -> list:

@@ -126,6 +126,17 @@ def test_an_unlabelled_due_date_is_no_date_printed_as_another_date(tokenizer):
     assert _accepts(tokenizer, grammar, {**right, "due_date": "2026-09-12"})
 
 
+def test_a_name_or_address_never_starts_with_a_title_or_stamp_word(tokenizer):
+    text = "COPY\nANDERSSON OFFICE SUPPLIES HB\nGUTSCHRIFT\nAgnes-Gertz-Weg 1-8\n16647 Gardelegen\nKOPIE\n"
+    grammar = document_grammar(invoice_json_schema(), text)
+    right = _answer(vendor_name="ANDERSSON OFFICE SUPPLIES HB", vendor_address="Agnes-Gertz-Weg 1-8, 16647 Gardelegen")
+    assert _accepts(tokenizer, grammar, right)
+    for wrong in ({"vendor_name": "COPY ANDERSSON OFFICE SUPPLIES HB"}, {"vendor_name": "KOPIE"},
+                  {"client_name": "Gutschrift"}, {"vendor_address": "GUTSCHRIFT, 16647 Gardelegen"}):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    assert _accepts(tokenizer, grammar, {**right, "vendor_name": "ANDERSSON OFFICE SUPPLIES HB GUTSCHRIFT"})
+
+
 def test_labelled_text_is_read_after_its_label_on_its_line_or_below():
     header = ("Rechnungsempfänger:  Lieferanschrift:\nEvans Group  Evans Group\n77 Reece Manors  77 Reece Manors\n"
               "Zahlungsbedingungen: Zahlbar innerhalb 30 Tagen netto\nKundennummer:  K14053\n")

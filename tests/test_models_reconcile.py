@@ -78,6 +78,17 @@ def test_the_adjustments_are_read_by_their_labels_where_that_balances_the_totals
     text = "Subtotaal  2,917.00\nKorting 2%  -58.34\nBTW 0%  0.00\nTe betalen  EUR 2,858.66\n"
     f = {"subtotal": "2917.00", "discount": "58.34", "shipping": None, "tax": None, "total_amount": "2858.66"}
     assert [(c.field, c.after) for c in reconcile_totals(f, text)] == [("tax", "0.00")]
+    # the subtotal read again as the total: the printed total the labelled adjustments make
+    text = ("Summe netto  574,20\nNachlass 5 %  -28,71\nPorto und Verpackung  63,00\nMwSt. 19 %  115,61\n"
+            "Summe brutto  724,10 EUR\n")
+    f = {"subtotal": "574.20", "discount": None, "shipping": None, "tax": "28.71", "total_amount": "574.20"}
+    changes = reconcile_totals(f, text)
+    assert f == {"subtotal": "574.20", "discount": "28.71", "shipping": "63.00", "tax": "115.61", "total_amount": "724.10"}
+    assert changes[0].field == "total_amount"
+    # ... but never a total the document does not print
+    f = {"subtotal": "574.20", "discount": None, "shipping": None, "tax": "28.71", "total_amount": "574.20"}
+    reconcile_totals(f, text.replace("724,10", "724,00"))
+    assert f["total_amount"] == "574.20"
     # two different amounts under one label: no reading by labels
     text = "Subtotal  100.00\nVAT 10% on 100.00  10.00\nShipping  5.00\nTotal  115.00\n"
     f = {"subtotal": "100.00", "discount": None, "shipping": "10.00", "tax": "5.00", "total_amount": "115.00"}
