@@ -334,6 +334,15 @@ def extraction_replay(invoice_id: str, settings: Settings | None = None) -> Step
     return None
 
 
+
+#: The reason code of a reconciled field (amounts and line items: RECONCILED_AMOUNT).
+_RECONCILED_CODES = {
+    "invoice_id": "RECONCILED_IDENTIFIER", "po_number": "RECONCILED_IDENTIFIER",
+    "payment_terms": "RECONCILED_IDENTIFIER", "bank.account_number": "RECONCILED_IDENTIFIER",
+    "vendor_address": "RECONCILED_ADDRESS",
+}
+
+
 def save_extraction(
     invoice_id: str, result, *, t0: float, model_ms: float | None = None, settings: Settings | None = None
 ) -> StepResult:
@@ -358,8 +367,7 @@ def save_extraction(
         reasons = [{"code": "UNGROUNDED_FIELD", "message": f"The value of {k} was not found in the document text."} for k in ungrounded]
         reconciled = result.reconciled
         reasons += [
-            {"code": "RECONCILED_IDENTIFIER" if c["field"] in ("invoice_id", "po_number", "payment_terms", "bank.account_number")
-             else "RECONCILED_AMOUNT",
+            {"code": _RECONCILED_CODES.get(c["field"], "RECONCILED_AMOUNT"),
              "message": f"{c['field']}: {c['before'] or 'null'} -> {c['after'] or 'null'} ({c['reason']})."}
             for c in reconciled
         ]

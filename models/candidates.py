@@ -255,6 +255,17 @@ def labelled_text(text: str, name: str) -> list[str]:
     return list(found)
 
 
+def cell_prefixes(cell: str) -> list[str]:
+    """A cell and its beginnings up to a comma, bracket, slash, semicolon or spaced dash
+    (`ACME Corp (C-1234)` → `ACME Corp (C-1234)`, `ACME Corp`): where a labelled name may end."""
+    out = [cell]
+    for m in re.finditer(r"\s*[,(/;]|\s+[-–]\s+", cell):
+        head = cell[: m.start()].rstrip()
+        if head and re.search(r"[^\W\d_]", head):
+            out.append(head)
+    return list(dict.fromkeys(out))
+
+
 #: How far before a value its label may start, on the value's own line.
 LABEL_SPAN = 40
 

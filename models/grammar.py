@@ -259,6 +259,11 @@ GROUNDED_TEXT_FIELDS = frozenset({
 ADDRESS_FIELDS = frozenset({"vendor_address"})
 ADDRESS_PARTS = 8
 
+#: Labelled text fields whose value is a whole cell after the label, or the cell up to a
+#: comma, bracket, slash or dash (`models.candidates.cell_prefixes`): a name is never cut
+#: short (`Bolzmann Kitzmann AG & Co.` of `Bolzmann Kitzmann AG & Co. OHG`).
+WHOLE_CELL_FIELDS = frozenset({"client_name"})
+
 #: Text fields that, where the document prints their label (`Bill to:`, `Terms:`, `PO #:`),
 #: are a piece of the text after it and never null (`models.candidates.labelled_text`).
 LABELLED_TEXT_FIELDS = ("client_name", "payment_terms", "po_number")
@@ -268,23 +273,24 @@ LABELLED_TEXT_FIELDS = ("client_name", "payment_terms", "po_number")
 _TRIMMED = "/[^ ](.*[^ ])?/"
 
 #: Words a document prints as its title or a stamp (English, German, French, Dutch, Spanish,
-#: Italian): a name or an address never starts with one (`COPY ANDERSSON OFFICE SUPPLIES
-#: HB` is a stamp beside the name, `GUTSCHRIFT, 16647 Gardelegen` no address).
+#: Italian): a name never starts with one (`COPY ANDERSSON OFFICE SUPPLIES HB` is a stamp
+#: beside the name). `Invoice Cloud Inc.` cannot be written: such names are rare.
 TITLE_WORDS = (
     "INVOICE", "TAX INVOICE", "CREDIT NOTE", "CREDIT MEMO", "COPY", "DUPLICATE", "RECEIVED", "ENTERED", "PAID",
     "RECHNUNG", "GUTSCHRIFT", "KOPIE", "EINGANG", "GEBUCHT", "BEZAHLT", "FACTURE", "AVOIR", "DUPLICATA", "REÇU",
     "COMPTABILISÉ", "FACTUUR", "CREDITNOTA", "ONTVANGEN", "GEBOEKT", "FACTURA", "FACTURA RECTIFICATIVA",
     "NOTA DE CRÉDITO", "RECIBIDO", "CONTABILIZADO", "COPIA", "FATTURA", "NOTA DI CREDITO", "RICEVUTO", "REGISTRATO",
 )
-_TITLE_START = "~/({})([ ,].*)?/".format("|".join(
-    v for w in TITLE_WORDS for v in dict.fromkeys((w, w.capitalize(), w.title()))))
+_TITLE_VARIANTS = [v for w in TITLE_WORDS for v in dict.fromkeys((w, w.capitalize(), w.title()))]
+_TITLE_START = "~/({})([ ,].*)?/".format("|".join(_TITLE_VARIANTS))
+_TITLE_WORD = re.compile("(?:{})(?:[ ,]|$)".format("|".join(_TITLE_VARIANTS)))
 
 #: Shapes some grounded text fields keep (terminal suffix, regex): a reference or account
-#: number holds a digit (`RECHNUNG` is no invoice number); a name starts with no title or
-#: stamp word (TITLE_WORDS).
+#: number holds a digit (`RECHNUNG` is no invoice number); a name holds two letters in a
+#: row (`Z = 0% 4.00` is none) and starts with no title or stamp word (TITLE_WORDS).
 _SHAPES = {
-    "vendor_name": ("NAME", _TITLE_START),
-    "client_name": ("NAME", _TITLE_START),
+    "vendor_name": ("NAME", f"/.*\\p{{L}}\\p{{L}}.*/ & {_TITLE_START}"),
+    "client_name": ("NAME", f"/.*\\p{{L}}\\p{{L}}.*/ & {_TITLE_START}"),
     "invoice_id": ("NUMBER", "/.*[0-9].*/"),
     "po_number": ("NUMBER", "/.*[0-9].*/"),
     "account_number": ("NUMBER", "/.*[0-9].*/"),
@@ -328,6 +334,7 @@ def document_grammar(schema: dict, text: str) -> str:
         labelled_bank_details,
         labelled_due_dates,
         labelled_issue_dates,
+        cell_prefixes,
         labelled_text,
         number_candidates,
         text_chunks,
@@ -370,7 +377,7 @@ def document_grammar(schema: dict, text: str) -> str:
         if name not in terminals:
             part = f"%regex {json.dumps({'substring_chunks': chunks})}"
             parts = f'{part} (", " {part}){{0,{ADDRESS_PARTS - 1}}}'
-            terminals[name] = f'"\\"" (({parts}) & {_TRIMMED} & {_TITLE_START} & /(.|\\\\.){{0,{limit}}}/) "\\""'
+            terminals[name] = f'"\\"" (({parts}) & {_TRIMMED} & /(.|\\\\.){{0,{limit}}}/) "\\""'
         return name
 
     def free(node: dict) -> str:
@@ -386,7 +393,11 @@ def document_grammar(schema: dict, text: str) -> str:
             nullable = False
         if (name == "due_date" and due_dates) or (name == "invoice_date" and issue_dates) or name in labelled_texts:
             nullable = False  # nor a labelled date or text
-        if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
+        if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN and name == "total_amount":
+            # an invoice's total is never zero (`0.00` is a tax rate's amount or a change given)
+            nonzero = [n for n in numbers if n.strip("-0.")]
+            expr = quoted_choice("TOTAL", nonzero) if nonzero else None
+        elif kind == "string" and inner.get("pattern") == DECIMAL_PATTERN:
             expr = quoted_choice("NUMBER", numbers) if numbers else None
         elif kind == "string" and inner.get("pattern") == DATE_PATTERN and name == "due_date" and due_dates:
             expr = quoted_choice("DUE_DATE", due_dates)
@@ -406,6 +417,11 @@ def document_grammar(schema: dict, text: str) -> str:
             expr = None  # a routing number is only ever read beside its label (above)
         elif kind == "string" and name == "bic":
             expr = quoted_choice("BIC", bics) if bics else None
+        elif kind == "string" and name in WHOLE_CELL_FIELDS and name in labelled_texts and "pattern" not in inner:
+            limit = int(inner.get("maxLength", 200))
+            whole = [v for v in dict.fromkeys(p for cell in labelled_texts[name] for p in cell_prefixes(cell))
+                     if len(v) <= limit and not _TITLE_WORD.match(v)]
+            expr = quoted_choice(f"{name.upper()}_CELLS", whole) if whole else None
         elif kind == "string" and name in labelled_texts and "pattern" not in inner:
             limit = int(inner.get("maxLength", 200))
             expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}", field=name)

@@ -419,10 +419,46 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
     return changes
 
 
+#: Where an address ends: a contact or registration label after it (`TEL: 03-9133 4364`,
+#: `Fax`, `GST Reg No`).
+_ADDRESS_END = re.compile(
+    r"(?i)[\s,.;:-]*(?<![^\W\d_])(?:tel(?:ephone)?|phone|fax|h/p|mobile|e-?mail|website|gst\s*(?:reg|id|no)"
+    r"|co(?:mpany)?\.?\s*reg)(?![^\W\d_]).*$")
+#: A company name printed before its address: its legal form, then perhaps its registration
+#: number (`TK DIVISION KITCHEN SDN BHD 1202152-P 19-1, JALAN ...`).
+_COMPANY_HEAD = re.compile(
+    r"(?i)^.{0,80}?(?<![^\W\d_])(?:sdn\.?\s*bhd|bhd|pty\.?\s*ltd|ltd|limited|llc|inc|gmbh|plc)\.?"
+    r"(?:\s*\(?\d{3,8}-?[A-Z]\)?)?[\s,.;:-]+")
+
+
+def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
+    """The vendor's address without what is printed around it: a company name (the vendor's
+    own, or one ending in a legal form and a registration number) before it, a phone, fax
+    or registration label and what follows after it."""
+    value = fields.get("vendor_address")
+    if not isinstance(value, str) or not value.strip():
+        return []
+    out = value
+    name = fields.get("vendor_name")
+    if isinstance(name, str) and name.strip() and out.startswith(name) and len(out) > len(name):
+        out = out[len(name):].lstrip(" ,.;:-")
+    m = _COMPANY_HEAD.match(out)
+    if m and re.search(r"\d", out[m.end():]):
+        out = out[m.end():]
+    m = _ADDRESS_END.search(out)
+    # only after a whole address: its head holds a postcode-like number and a word
+    if m and re.search(r"\d{4,}", out[: m.start()]) and re.search(r"[^\W\d_]{3}", out[: m.start()]):
+        out = out[: m.start()].rstrip(" ,;:-")
+    if out == value or not re.search(r"[^\W\d_]{2}", out):
+        return []
+    fields["vendor_address"] = out
+    return [Reconciled("vendor_address", value, out, "a company name, a contact or a registration label taken off")]
+
+
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Apply the reconciliations to `fields` in place; the changes made, in order."""
     return (reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text)
-            + reconcile_totals(fields, text) + reconcile_identifiers(fields, text))
+            + reconcile_totals(fields, text) + reconcile_identifiers(fields, text) + reconcile_address(fields, text))
 
 
 def undo(fields: dict, changes: list[dict]) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from models.candidates import (
     currency_candidates,
     date_candidates,
+    cell_prefixes,
     date_order,
     due_date_candidates,
     iban_candidates,
@@ -126,15 +127,23 @@ def test_an_unlabelled_due_date_is_no_date_printed_as_another_date(tokenizer):
     assert _accepts(tokenizer, grammar, {**right, "due_date": "2026-09-12"})
 
 
-def test_a_name_or_address_never_starts_with_a_title_or_stamp_word(tokenizer):
+def test_a_name_never_starts_with_a_title_or_stamp_word(tokenizer):
     text = "COPY\nANDERSSON OFFICE SUPPLIES HB\nGUTSCHRIFT\nAgnes-Gertz-Weg 1-8\n16647 Gardelegen\nKOPIE\n"
     grammar = document_grammar(invoice_json_schema(), text)
     right = _answer(vendor_name="ANDERSSON OFFICE SUPPLIES HB", vendor_address="Agnes-Gertz-Weg 1-8, 16647 Gardelegen")
     assert _accepts(tokenizer, grammar, right)
     for wrong in ({"vendor_name": "COPY ANDERSSON OFFICE SUPPLIES HB"}, {"vendor_name": "KOPIE"},
-                  {"client_name": "Gutschrift"}, {"vendor_address": "GUTSCHRIFT, 16647 Gardelegen"}):
+                  {"client_name": "Gutschrift"}):
         assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
     assert _accepts(tokenizer, grammar, {**right, "vendor_name": "ANDERSSON OFFICE SUPPLIES HB GUTSCHRIFT"})
+    # a name holds two letters in a row; a total is never zero
+    text = "FIVE STAR CASH & CARRY\nZ = 0% 4.00\nTOTAL 4.00\nCHANGE 0.00\n"
+    grammar = document_grammar(invoice_json_schema(), text)
+    right = _answer(vendor_name="FIVE STAR CASH & CARRY", total_amount="4.00")
+    assert _accepts(tokenizer, grammar, right)
+    for wrong in ({"vendor_name": "Z = 0% 4.00"}, {"total_amount": "0.00"}):
+        assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    assert _accepts(tokenizer, grammar, {**right, "tax": "0.00"})
 
 
 def test_labelled_text_is_read_after_its_label_on_its_line_or_below():
@@ -180,8 +189,11 @@ def test_a_labelled_client_or_terms_is_a_piece_of_the_text_after_the_label(token
     assert _accepts(tokenizer, grammar, right)
     assert _accepts(tokenizer, grammar, {**right, "payment_terms": "Net 30"})
     for wrong in ({"client_name": None}, {"payment_terms": None}, {"client_name": "Logan-Schmitt Inc."},
-                  {"payment_terms": "Net 30 days Seite 1"}):
+                  {"payment_terms": "Net 30 days Seite 1"}, {"client_name": "de Swart"}):
         assert not _accepts(tokenizer, grammar, {**right, **wrong}), wrong
+    # a labelled client is a whole cell, or the cell up to a comma or bracket: never cut short
+    assert cell_prefixes("Bolzmann Kitzmann AG & Co. OHG (K-1402), Abt. 3") == [
+        "Bolzmann Kitzmann AG & Co. OHG (K-1402), Abt. 3", "Bolzmann Kitzmann AG & Co. OHG", "Bolzmann Kitzmann AG & Co. OHG (K-1402)"]
 
 
 def test_impossible_dates_are_not_candidates():

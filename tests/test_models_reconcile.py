@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_identifiers, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import reconcile, reconcile_address, reconcile_identifiers, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -341,3 +341,22 @@ def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_n
     for kept in ({"invoice_id": "RE20265307", "po_number": "4502373840"}, {"invoice_id": "Perry", "po_number": None}):
         f = dict(kept)
         assert reconcile_identifiers(f, HEADER) == [] and f == kept
+
+
+def test_an_address_loses_the_company_name_before_it_and_the_phone_after_it():
+    cases = [
+        ({"vendor_name": "ACME SDN BHD", "vendor_address": "14 JALAN MANIS 4 TAMAN SEGAR 56100 KL TEL: 03-91334364"},
+         "14 JALAN MANIS 4 TAMAN SEGAR 56100 KL"),
+        ({"vendor_name": "AIK HUAT HARDWARE", "vendor_address":
+          "ENTERPRISE (SETIA ALAM) SDN BHD 822737-X NO. 17-G, JALAN SETIA INDAH (X) U13/X, 40170 SHAH ALAM,"},
+         "NO. 17-G, JALAN SETIA INDAH (X) U13/X, 40170 SHAH ALAM,"),
+        ({"vendor_name": "Fiere Verpakkingen BV", "vendor_address": "Fiere Verpakkingen BV, Wesselweg 53, 3461QU Nijlande"},
+         "Wesselweg 53, 3461QU Nijlande"),
+    ]
+    for f, after in cases:
+        changes = reconcile_address(f, "")
+        assert f["vendor_address"] == after and changes[0].after == after
+    # a label inside what is not yet a whole address, or nothing around it: left as read
+    for kept in ("BENTONG-2, GST REG NO 000184401920 JALAN TRAS BATU 1, 28700 BENTONG", "Wesselweg 53, 3461QU Nijlande"):
+        f = {"vendor_name": "X", "vendor_address": kept}
+        assert reconcile_address(f, "") == [] and f["vendor_address"] == kept
