@@ -99,6 +99,62 @@ def number_candidates(text: str) -> list[str]:
     return sorted(found, key=lambda s: (len(s), s))
 
 
+#: Words of a total's label (English, German, French, Dutch, Spanish, Italian; receipts'
+#: `TOTAL RM`, `ROUNDED TOTAL`), and words that make such a label another amount's
+#: (`Sub-total`, `Total tax`, `Total net`, `Total qty`, `Cash`, `Change`) unless it says
+#: the total includes them (`TOTAL INCL. GST`, `Total TTC`, `Summe brutto`).
+_TOTAL_WORDS = re.compile(
+    r"(?i)total|totaal|totale|gesamt|brutto|rechnungsbetrag|endbetrag|zu\s*zahlen|[àa]\s*payer|te\s*betalen"
+    r"|amount\s*(?:due|payable)|balance\s*due|a\s*pagar")
+_NOT_TOTAL_WORDS = re.compile(
+    r"(?i)sub|zwischen|(?<![^\W\d_])(?:tax|vat|gst|mwst|tva|iva|btw|qty|quantity|net|netto|nett?o?betrag|ht|hors|excl\.?"
+    r"|exkl\.?|supplies|savings?|discount|rounding|items?|count|paid|cash|change|tendered|imponibile|imponible"
+    r"|base|weight|pcs|units?|hours?|points?|pts|sv|gv|ev|qv|bv|pv)(?![^\W\d_])")
+_TOTAL_INCLUDES = re.compile(r"(?i)incl|inc\.|including|inkl|ttc|brutto|grand|payer|zahlen|betalen|pagar|due")
+
+
+def _is_total_label(label: str) -> bool:
+    return bool(_TOTAL_WORDS.search(label)) and (
+        not _NOT_TOTAL_WORDS.search(label) or bool(_TOTAL_INCLUDES.search(label)))
+
+
+def _label_cell(before: str) -> str:
+    """The cell that labels an amount printed after `before` (the text before it on its line):
+    the last cell (cells are split by gaps of two spaces) holding a letter, a bare currency
+    code or sign not counted."""
+    for cell in reversed(re.split(r" {2,}", before.rstrip())):
+        bare = cell.strip(" :.-")
+        if re.search(r"[^\W\d_]", bare) and not re.fullmatch(r"[A-Z]{3}|RM|[€$£¥]", bare):
+            return cell
+    return ""
+
+
+def labelled_totals(text: str) -> list[str]:
+    """The amounts (two decimals, not zero, not a percentage) the text prints after a total's
+    label on their line (`Total due  € 208,30`, `TOTAL RM  41.00`): canonical decimals,
+    both signs. A label that holds a rate (`TOTAL INCLUDED GST @ 6%`) labels no total."""
+    text = text or ""
+    found: dict[str, None] = {}
+
+    def add(token: str) -> None:
+        for value in _readings(token.replace(" ", "")):
+            for v in (value, -value):
+                c = _canonical(v)
+                if c is not None and c.strip("-0."):
+                    found[c] = None
+
+    lines = text.splitlines()
+    for line in lines:
+        for m in _NUMBER.finditer(line):
+            token = m.group(0)
+            if len(token) <= 3 or token[-3] not in ".," or line[m.end():].lstrip().startswith("%"):
+                continue
+            label = _label_cell(line[max(0, m.start() - 60) : m.start()])
+            if _is_total_label(label) and not re.search(r"[@%]", label):
+                add(token)
+    return list(found)
+
+
 def _valid(y: int, m: int, d: int) -> str | None:
     if y < 100:
         y += 2000

@@ -317,7 +317,9 @@ def document_grammar(schema: dict, text: str) -> str:
     object holding them. Where the document prints a date after a due-date label (`Due
     date:`, `Scadenza:`), the due date is one of those dates and never null
     (`models.candidates.labelled_due_dates`), and likewise for the invoice date after an
-    invoice-date label (`Invoice date:`, `Datum:`; `labelled_issue_dates`). An unlabelled
+    invoice-date label (`Invoice date:`, `Datum:`; `labelled_issue_dates`), and for the total
+    after a total's label (`Total due`, `Summe brutto`, `TOTAL RM`; `labelled_totals`: one of
+    those, or null); a total is never zero. An unlabelled
     due date is never a date printed only as another date (`Ship date:`, the invoice date;
     `due_date_candidates`). Where it prints a LABELLED_TEXT_FIELDS label
     (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the text after the label, never
@@ -336,6 +338,7 @@ def document_grammar(schema: dict, text: str) -> str:
         labelled_issue_dates,
         cell_prefixes,
         labelled_text,
+        labelled_totals,
         number_candidates,
         text_chunks,
     )
@@ -347,6 +350,7 @@ def document_grammar(schema: dict, text: str) -> str:
     due_dates = labelled_due_dates(text)
     unlabelled_due = [] if due_dates else due_date_candidates(text)
     issue_dates = labelled_issue_dates(text)
+    totals = labelled_totals(text)
     labelled_texts = {name: found for name in LABELLED_TEXT_FIELDS if (found := labelled_text(text, name))}
     dates = date_candidates(text)
     currencies = currency_candidates(text)
@@ -393,7 +397,9 @@ def document_grammar(schema: dict, text: str) -> str:
             nullable = False
         if (name == "due_date" and due_dates) or (name == "invoice_date" and issue_dates) or name in labelled_texts:
             nullable = False  # nor a labelled date or text
-        if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN and name == "total_amount":
+        if kind == "string" and inner.get("pattern") == DECIMAL_PATTERN and name == "total_amount" and totals:
+            expr = quoted_choice("LABELLED_TOTAL", totals)  # printed after a total's label
+        elif kind == "string" and inner.get("pattern") == DECIMAL_PATTERN and name == "total_amount":
             # an invoice's total is never zero (`0.00` is a tax rate's amount or a change given)
             nonzero = [n for n in numbers if n.strip("-0.")]
             expr = quoted_choice("TOTAL", nonzero) if nonzero else None

@@ -18,6 +18,7 @@ from models.candidates import (
     labelled_due_dates,
     labelled_issue_dates,
     labelled_text,
+    labelled_totals,
     number_candidates,
     text_chunks,
 )
@@ -194,6 +195,21 @@ def test_a_labelled_client_or_terms_is_a_piece_of_the_text_after_the_label(token
     # a labelled client is a whole cell, or the cell up to a comma or bracket: never cut short
     assert cell_prefixes("Bolzmann Kitzmann AG & Co. OHG (K-1402), Abt. 3") == [
         "Bolzmann Kitzmann AG & Co. OHG (K-1402), Abt. 3", "Bolzmann Kitzmann AG & Co. OHG", "Bolzmann Kitzmann AG & Co. OHG (K-1402)"]
+
+
+def test_a_labelled_total_is_one_printed_after_a_totals_label(tokenizer):
+    text = ("Net amount  777.18\nPayment details  Discount 3%  -23.32\nBank: BMO  Shipping & handling  41.99\n"
+            "GST 0%  0.00\nGrand total  CAD 795.85\n")
+    assert set(labelled_totals(text)) == {"795.85", "-795.85"}
+    assert labelled_totals("Summe netto  574,20\nMwSt. 19 %  115,61\nSumme brutto  724,10 EUR\n") == ["724.10", "-724.10"]
+    receipt = ("SUB-TOTAL (EX)  16.98\nTOTAL TAX  1.02\nTOTAL RM INCL OF GST  18.00\nCASH  20.00\nCHANGE  2.00\n"
+               "(TOTAL INCLUDED GST @ 6% : 1.02)\nTOTAL SV : 10.56\n")
+    assert labelled_totals(receipt) == ["18.00", "-18.00"]
+    assert labelled_totals("Total HT  2 395,80\nNet à payer  2 276,01 EUR\n") == ["2276.01", "-2276.01"]
+    grammar = document_grammar(invoice_json_schema(), text)
+    right = _answer(subtotal="777.18", discount="23.32", shipping="41.99", tax="0.00", total_amount="795.85")
+    assert _accepts(tokenizer, grammar, right)
+    assert not _accepts(tokenizer, grammar, {**right, "total_amount": "777.18"})
 
 
 def test_impossible_dates_are_not_candidates():
