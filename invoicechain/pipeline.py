@@ -338,8 +338,9 @@ def extraction_replay(invoice_id: str, settings: Settings | None = None) -> Step
 #: The reason code of a reconciled field (amounts and line items: RECONCILED_AMOUNT).
 _RECONCILED_CODES = {
     "invoice_id": "RECONCILED_IDENTIFIER", "po_number": "RECONCILED_IDENTIFIER",
-    "payment_terms": "RECONCILED_IDENTIFIER", "bank.account_number": "RECONCILED_IDENTIFIER",
-    "vendor_address": "RECONCILED_ADDRESS",
+    "bank.account_number": "RECONCILED_IDENTIFIER",
+    "vendor_name": "RECONCILED_TEXT", "vendor_address": "RECONCILED_TEXT", "client_name": "RECONCILED_TEXT",
+    "payment_terms": "RECONCILED_TEXT",
 }
 
 

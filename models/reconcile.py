@@ -35,7 +35,10 @@ restores it, that change is applied:
 One more check is not arithmetic: **an invoice or PO number or payment terms** that the
 document prints only under another label (a PO number that is printed only as `Invoice #:`,
 a `Delivery note:`, `Account no.:` or `VAT No.:` number, terms that are a tax number), a year
-read out of a date or a line item's code, becomes null (`reconcile_identifiers`).
+read out of a date or a line item's code, becomes null (`reconcile_identifiers`). A vendor
+address loses a company name before it and a phone or registration label after it
+(`reconcile_address`); a name or the terms that run into another field's label end before
+it (`reconcile_run_on_text`).
 
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
@@ -455,10 +458,41 @@ def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
     return [Reconciled("vendor_address", value, out, "a company name, a contact or a registration label taken off")]
 
 
+#: Labels of other fields that a name or the payment terms may run into where the PDF's text
+#: joins two columns with one space (`Guérin SAS Numéro de facture`, `Direct bij ontvangst
+#: Subtotaal`): an invoice or document number's label, a subtotal's, a due date's, each at
+#: the value's end or before a number.
+_FOREIGN_LABEL = re.compile(
+    r"(?i)(?<![^\W\d_])(?:(?:" + _NUMBER_LABELS["invoice_id"] + "|" + _NUMBER_LABELS["customer"]
+    + r")\s*(?:[:#]|[:.#]?\s*[0-9])"  # a number's label: before its number, or ending in a colon
+    r"|(?:invoice\s*(?:no\.?|number)|num[ée]ro\s*de\s*facture|rechnungs?[\s-]*(?:nr\.?|nummer)|factuurnummer"
+    r"|n[úu]mero\s*de\s*factura|numero\s*fattura)\s*[:.#]?\s*$"
+    r"|(?:sub-?total|subtotaal|zwischensumme|sous-total|total\s*ht|base\s*imponible|imponibile|net\s*amount|nettobetrag"
+    r"|due\s*date|payment\s*due|f\u00e4llig(?:keitsdatum|\s*am)|date\s*d'\s*\u00e9ch\u00e9ance|vervaldatum"
+    r"|fecha\s*de\s*vencimiento|data\s*scadenza)\s*[:.#]?\s*(?:$|[0-9]))")
+
+
+def reconcile_run_on_text(fields: dict, text: str) -> list[Reconciled]:
+    """A vendor or client name, or payment terms, that runs into another field's label ends
+    before it; one that starts with it (`Base imponible`, `Payment due: 2026-10-02` as the
+    terms) is no such value and becomes null."""
+    changes = []
+    for name in ("vendor_name", "client_name", "payment_terms"):
+        value = fields.get(name)
+        if not isinstance(value, str) or not (m := _FOREIGN_LABEL.search(value)):
+            continue
+        head = value[: m.start()].rstrip(" ,;:-·")
+        after = head if re.search(r"[^\W\d_]{2}", head) else None
+        fields[name] = after
+        changes.append(Reconciled(name, value, after, "ran into another field's label"))
+    return changes
+
+
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Apply the reconciliations to `fields` in place; the changes made, in order."""
     return (reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text)
-            + reconcile_totals(fields, text) + reconcile_identifiers(fields, text) + reconcile_address(fields, text))
+            + reconcile_totals(fields, text) + reconcile_identifiers(fields, text) + reconcile_address(fields, text)
+            + reconcile_run_on_text(fields, text))
 
 
 def undo(fields: dict, changes: list[dict]) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_address, reconcile_identifiers, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import reconcile, reconcile_address, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -360,3 +360,18 @@ def test_an_address_loses_the_company_name_before_it_and_the_phone_after_it():
     for kept in ("BENTONG-2, GST REG NO 000184401920 JALAN TRAS BATU 1, 28700 BENTONG", "Wesselweg 53, 3461QU Nijlande"):
         f = {"vendor_name": "X", "vendor_address": kept}
         assert reconcile_address(f, "") == [] and f["vendor_address"] == kept
+
+
+def test_a_name_or_terms_that_run_into_another_fields_label_end_before_it():
+    f = {"vendor_name": "Thierry Communication SAS", "client_name": "Guérin SAS Numéro de facture",
+         "payment_terms": "Direct bij ontvangst Subtotaal"}
+    changes = reconcile_run_on_text(f, "")
+    assert f == {"vendor_name": "Thierry Communication SAS", "client_name": "Guérin SAS", "payment_terms": "Direct bij ontvangst"}
+    assert [c.field for c in changes] == ["client_name", "payment_terms"]
+    for terms in ("Base imponible", "Payment due: 2026-10-02"):  # a label, no terms
+        f = {"payment_terms": terms}
+        reconcile_run_on_text(f, "")
+        assert f["payment_terms"] is None, terms
+    for kept in ("30 gg data fattura", "Payment due within 30 days", "Net 30"):
+        f = {"payment_terms": kept}
+        assert reconcile_run_on_text(f, "") == [] and f["payment_terms"] == kept
