@@ -281,6 +281,9 @@ _CELL_LABEL = {name: re.compile(rf"(?i)(?:^|(?<=\S {{2}}))[ \t]*(?:{rx})(?:[ \t]
 LABEL_REACH = 3
 
 
+_LABELLED_CELL = re.compile(r"[^\W\d_][^:]{0,30}:\s")
+
+
 def labelled_text(text: str, name: str) -> list[str]:
     """The text printed after a `FIELD_LABELS` label of field `name` (the label starts a
     cell: a line or the text after a gap of two spaces, and ends with a colon or the line):
@@ -307,7 +310,8 @@ def labelled_text(text: str, name: str) -> list[str]:
             if not rest or ":" in rest[0]:  # nothing, or another label, follows on its line
                 values += [c[0] for c in map(cells, lines[k + 1 : k + 1 + LABEL_REACH]) if c and not c[0].endswith(":")]
             wanted = r"\d" if name in IDENTIFIER_FIELDS else r"[^\W\d_]"  # a number holds a digit, a name a letter
-            found.update(dict.fromkeys(v for v in values if re.search(wanted, v)))
+            # another label's cell (`E-mail: accounts@...`, `N° TVA: FR94...`) is none of this field's values
+            found.update(dict.fromkeys(v for v in values if re.search(wanted, v) and not _LABELLED_CELL.match(v)))
     return list(found)
 
 

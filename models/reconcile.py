@@ -465,22 +465,28 @@ def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
 _FOREIGN_LABEL = re.compile(
     r"(?i)(?<![^\W\d_])(?:(?:" + _NUMBER_LABELS["invoice_id"] + "|" + _NUMBER_LABELS["customer"]
     + r")\s*(?:[:#]|[:.#]?\s*[0-9])"  # a number's label: before its number, or ending in a colon
+    r"|(?:" + _NUMBER_LABELS["tax_id"] + r")\s*[:.#]?\s*[A-Z]{0,3}\s?[0-9]"  # a tax number's, before it
+    r"|(?:e-?mail|correo|courriel|tel(?:efon|éfono|efono)?|phone|fax)\s*[:.]"  # a contact's
     r"|(?:invoice\s*(?:no\.?|number)|num[ée]ro\s*de\s*facture|rechnungs?[\s-]*(?:nr\.?|nummer)|factuurnummer"
     r"|n[úu]mero\s*de\s*factura|numero\s*fattura)\s*[:.#]?\s*$"
     r"|(?:sub-?total|subtotaal|zwischensumme|sous-total|total\s*ht|base\s*imponible|imponibile|net\s*amount|nettobetrag"
-    r"|due\s*date|payment\s*due|f\u00e4llig(?:keitsdatum|\s*am)|date\s*d'\s*\u00e9ch\u00e9ance|vervaldatum"
+    r"|due\s*date|payment\s*due|f\u00e4llig(?:keitsdatum|\s*am)|zahlbar\s*bis|date\s*d'\s*\u00e9ch\u00e9ance|vervaldatum"
     r"|fecha\s*de\s*vencimiento|data\s*scadenza)\s*[:.#]?\s*(?:$|[0-9]))")
 
 
 def reconcile_run_on_text(fields: dict, text: str) -> list[Reconciled]:
-    """A vendor or client name, or payment terms, that runs into another field's label ends
-    before it; one that starts with it (`Base imponible`, `Payment due: 2026-10-02` as the
-    terms) is no such value and becomes null."""
+    """A vendor or client name, or payment terms, that runs into another field's label (an
+    invoice, customer or tax number's, a contact's, a subtotal's, a due date's) ends before
+    it; one that starts with it (`Base imponible`, `Payment due: 2026-10-02` as the terms,
+    `N° TVA intracom. FR32775594349` as the client) is no such value and becomes null, and
+    so does a PO or invoice number that starts with one (`Zahlbar bis: 2026-07-31`)."""
     changes = []
-    for name in ("vendor_name", "client_name", "payment_terms"):
+    for name in ("vendor_name", "client_name", "payment_terms", "po_number", "invoice_id"):
         value = fields.get(name)
         if not isinstance(value, str) or not (m := _FOREIGN_LABEL.search(value)):
             continue
+        if name in ("po_number", "invoice_id") and m.start() > 0:
+            continue  # a number is only dropped when it is another field's label and value
         head = value[: m.start()].rstrip(" ,;:-·")
         after = head if re.search(r"[^\W\d_]{2}", head) else None
         fields[name] = after

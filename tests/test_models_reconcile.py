@@ -368,7 +368,10 @@ def test_a_name_or_terms_that_run_into_another_fields_label_end_before_it():
     changes = reconcile_run_on_text(f, "")
     assert f == {"vendor_name": "Thierry Communication SAS", "client_name": "Guérin SAS", "payment_terms": "Direct bij ontvangst"}
     assert [c.field for c in changes] == ["client_name", "payment_terms"]
-    for terms in ("Base imponible", "Payment due: 2026-10-02"):  # a label, no terms
+    f = {"client_name": "N° TVA intracom. FR32775594349", "po_number": "Zahlbar bis: 2026-07-31", "invoice_id": "RE-1"}
+    reconcile_run_on_text(f, "")
+    assert f == {"client_name": None, "po_number": None, "invoice_id": "RE-1"}
+    for terms in ("Base imponible", "Payment due: 2026-10-02", "Zahlbar bis"):  # a label, no terms
         f = {"payment_terms": terms}
         reconcile_run_on_text(f, "")
         assert f["payment_terms"] is None, terms
