@@ -315,6 +315,47 @@ def labelled_text(text: str, name: str) -> list[str]:
     return list(found)
 
 
+#: Legal forms that end a company's name (Malaysia, English-speaking countries, Germany,
+#: France, Spain, Italy, the Netherlands, Sweden), and the trade words Malaysian receipts end
+#: a company's name with.
+_LEGAL_FORM = (r"(?:SDN\.?\s*BHD\.?|BHD\.?|PTY\.?\s*LTD\.?|LTD\.?|LIMITED|LLC|INC\.?|GMBH|AG|KG|OHG|SAS|SARL|S\.?A\.?"
+               r"|S\.?L\.?|S\.?R\.?L\.?|S\.?P\.?A\.?|B\.?V\.?|N\.?V\.?|PLC|HB|AB|ENTERPRISE|TRADING|CO\.?)")
+_NAME_IN_LEGAL_FORM = re.compile(rf"(?i)\S\s+({_LEGAL_FORM})$")
+_LEGAL_NAME = re.compile(rf"(?i)(.+?)\s+{_LEGAL_FORM}")
+#: How many first lines of a document are its header, where the vendor's name is.
+HEADER_LINES = 5
+#: How many lines a company's name may be printed over (receipts wrap long names).
+NAME_LINES = 3
+
+
+def legal_names(text: str) -> list[str]:
+    """Where one of the text's first HEADER_LINES lines holds a cell that is a name ending in
+    a legal form (`TEO HENG STATIONERY & BOOKS SDN BHD`, `Weitzel Industriebedarf GmbH`), the
+    names the vendor's can be: each cell of the text that ends in a legal form, from any of
+    its words on (a name may start after a stamp or noise: `ILLEGALMEDIASOURCE UNIHAKKA
+    INTERNATIONAL SDN BHD`), or from a word of the last cells of the NAME_LINES - 1 lines above
+    (a name printed over several lines); whitespace runs as one space. Otherwise none (the name is any piece of the text)."""
+    found: dict[str, None] = {}
+    header = False
+    lines = (text or "").splitlines()
+    for k, line in enumerate(lines):
+        for cell in re.split(r" {2,}|\s+·\s+", line.strip()):
+            cell = " ".join(cell.split())
+            if not _NAME_IN_LEGAL_FORM.search(cell):
+                continue
+            header |= k < HEADER_LINES
+            above = " ".join(" ".join(re.split(r" {2,}", lines[j].strip())[-1].split())
+                             for j in range(max(0, k - NAME_LINES + 1), k))
+            whole = f"{above} {cell}".strip()
+            found.update(dict.fromkeys(whole[m.start():] for m in re.finditer(r"(?<!\S)\S", whole)))
+    def named(n: str) -> bool:  # a name before the legal form, not a piece of one (`SDN BHD`)
+        m = _LEGAL_NAME.fullmatch(n)
+        return bool(m) and re.search(r"[^\W\d_]{2}", m.group(1)) is not None and not re.fullmatch(
+            r"(?i)sdn\.?|pty\.?|&?\s*co\.?|s\.?|b\.?", m.group(1))
+
+    return [n for n in found if named(n)] if header else []
+
+
 def cell_prefixes(cell: str) -> list[str]:
     """A cell and its beginnings up to a comma, bracket, slash, semicolon or spaced dash
     (`ACME Corp (C-1234)` → `ACME Corp (C-1234)`, `ACME Corp`): where a labelled name may end."""

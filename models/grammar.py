@@ -319,7 +319,9 @@ def document_grammar(schema: dict, text: str) -> str:
     (`models.candidates.labelled_due_dates`), and likewise for the invoice date after an
     invoice-date label (`Invoice date:`, `Datum:`; `labelled_issue_dates`), and for the total
     after a total's label (`Total due`, `Summe brutto`, `TOTAL RM`; `labelled_totals`: one of
-    those, or null); a total is never zero. An unlabelled
+    those, or null); a total is never zero. Where the document's first lines print a name in
+    a legal form (`... SDN BHD`, `... GmbH`), the vendor's name is a name in a legal form the
+    document prints (`models.candidates.legal_names`). An unlabelled
     due date is never a date printed only as another date (`Ship date:`, the invoice date;
     `due_date_candidates`). Where it prints a LABELLED_TEXT_FIELDS label
     (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the text after the label, never
@@ -339,6 +341,7 @@ def document_grammar(schema: dict, text: str) -> str:
         cell_prefixes,
         labelled_text,
         labelled_totals,
+        legal_names,
         number_candidates,
         text_chunks,
     )
@@ -351,6 +354,7 @@ def document_grammar(schema: dict, text: str) -> str:
     unlabelled_due = [] if due_dates else due_date_candidates(text)
     issue_dates = labelled_issue_dates(text)
     totals = labelled_totals(text)
+    vendor_names = [n for n in legal_names(text) if not _TITLE_WORD.match(n)]
     labelled_texts = {name: found for name in LABELLED_TEXT_FIELDS if (found := labelled_text(text, name))}
     dates = date_candidates(text)
     currencies = currency_candidates(text)
@@ -432,6 +436,9 @@ def document_grammar(schema: dict, text: str) -> str:
             limit = int(inner.get("maxLength", 200))
             expr = " | ".join(substring(limit, text_chunks(v), tag=f"{name.upper()}{k}", field=name)
                               for k, v in enumerate(labelled_texts[name]))
+        elif kind == "string" and name == "vendor_name" and vendor_names:
+            fitting = [n for n in vendor_names if len(n) <= int(inner.get("maxLength", 200))]
+            expr = quoted_choice("LEGAL_NAME", fitting) if fitting else None
         elif kind == "string" and name in ADDRESS_FIELDS and "pattern" not in inner:
             expr = address(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:

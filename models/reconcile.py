@@ -397,7 +397,7 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
     something else (under another label: `Invoice #:` for a PO number, `Delivery note:`,
     `Account no.:`, `VAT No.:`, `Terms:`), only as part of a date or only as a line item's
     code is no such value: it becomes null; so does a bank account number printed only as
-    a tax, invoice or PO number (and the bank details, where nothing else is left). A value
+    a tax, invoice or PO number, or as a date. A value
     printed anywhere without a known label, or under its own, is kept."""
     changes = []
     for name in ("po_number", "invoice_id", "payment_terms"):
@@ -417,8 +417,6 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
                 bank["account_number"] = None
                 changes.append(Reconciled("bank.account_number", value, None,
                                           f"printed only as {', '.join(sorted(set(kinds)))}"))
-                if not any(bank.values()):
-                    fields["bank"] = None
     return changes
 
 
@@ -508,6 +506,9 @@ def undo(fields: dict, changes: list[dict]) -> dict:
         m = re.fullmatch(r"line_items\[(\d+)\]\.(\w+)", change["field"])
         if m:
             out["line_items"][int(m.group(1))][m.group(2)] = change["before"]
+        elif "." in change["field"]:  # `bank.account_number`
+            top, key = change["field"].split(".", 1)
+            out[top][key] = change["before"]
         else:
             out[change["field"]] = change["before"]
     return out

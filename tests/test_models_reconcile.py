@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_address, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import reconcile, reconcile_address, undo, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -329,8 +329,9 @@ def test_a_number_printed_only_under_another_numbers_label_is_no_po_or_invoice_n
     assert [c.reason for c in changes] == ["printed only as line item", "printed only as tax_id"]
     bank = {"iban": None, "bic": None, "account_number": "IE0312471S", "routing_number": None}
     f = {"invoice_id": "RE20265307", "po_number": None, "bank": dict(bank)}
-    reconcile_identifiers(f, HEADER + "VAT Reg. No.: IE0312471S\n")
-    assert f["bank"] is None
+    changes = reconcile_identifiers(f, HEADER + "VAT Reg. No.: IE0312471S\n")
+    assert f["bank"] == {**bank, "account_number": None}
+    assert undo(f, [c.as_dict() for c in changes])["bank"] == bank
     f = {"invoice_id": "RE20265307", "po_number": None, "bank": {**bank, "account_number": "D28040"}}
     reconcile_identifiers(f, HEADER + "Account no.:  D28040\n")  # may be a bank account: kept
     assert f["bank"]["account_number"] == "D28040"
