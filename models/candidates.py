@@ -333,8 +333,9 @@ def legal_names(text: str) -> list[str]:
     a legal form (`TEO HENG STATIONERY & BOOKS SDN BHD`, `Weitzel Industriebedarf GmbH`), the
     names the vendor's can be: each cell of the text that ends in a legal form, from any of
     its words on (a name may start after a stamp or noise: `ILLEGALMEDIASOURCE UNIHAKKA
-    INTERNATIONAL SDN BHD`), or from a word of the last cells of the NAME_LINES - 1 lines above
-    (a name printed over several lines); whitespace runs as one space. Otherwise none (the name is any piece of the text)."""
+    INTERNATIONAL SDN BHD`), or, where the cell holds only one word before its legal form, from
+    a word of the last cells of the NAME_LINES - 1 lines above (a name printed over several
+    lines); whitespace runs as one space. Otherwise none (the name is any piece of the text)."""
     found: dict[str, None] = {}
     header = False
     lines = (text or "").splitlines()
@@ -344,8 +345,13 @@ def legal_names(text: str) -> list[str]:
             if not _NAME_IN_LEGAL_FORM.search(cell):
                 continue
             header |= k < HEADER_LINES
+            # a cell with a name of two words or more before its legal form is the whole name,
+            # unless it starts with a joining word (`& TEA LEAF (M) SDN. BHD.`)
+            head = _LEGAL_NAME.fullmatch(cell).group(1) if _LEGAL_NAME.fullmatch(cell) else ""
+            words = [w for w in re.findall(r"[^\W\d_]{2,}", head) if not re.fullmatch(rf"(?i){_LEGAL_FORM}", w)]
+            wrapped = len(words) < 2 or re.match(r"(?i)(?:&|and|of)\s", cell)
             above = " ".join(" ".join(re.split(r" {2,}", lines[j].strip())[-1].split())
-                             for j in range(max(0, k - NAME_LINES + 1), k))
+                             for j in range(max(0, k - NAME_LINES + 1), k)) if wrapped else ""
             whole = f"{above} {cell}".strip()
             found.update(dict.fromkeys(whole[m.start():] for m in re.finditer(r"(?<!\S)\S", whole)))
     def named(n: str) -> bool:  # a name before the legal form, not a piece of one (`SDN BHD`)
