@@ -289,13 +289,14 @@ _TITLE_WORD = re.compile("(?:{})(?:[ ,]|$)".format("|".join(_TITLE_VARIANTS)))
 
 #: Shapes some grounded text fields keep (terminal suffix, regex): a reference or account
 #: number holds a digit (`RECHNUNG` is no invoice number); a name holds two letters in a
-#: row (`Z = 0% 4.00` is none) and starts with no title or stamp word (TITLE_WORDS).
+#: row (`Z = 0% 4.00` is none) and starts with no title or stamp word (TITLE_WORDS). The
+#: grammar holds a labelled value to its shape; reconciliation holds every other value to it.
 _SHAPES = {
     "vendor_name": ("NAME", _NOT_A_NAME),
     "client_name": ("NAME", _NOT_A_NAME),
-    "invoice_id": ("NUMBER", "/.*[0-9].*/"),
-    "po_number": ("NUMBER", "/.*[0-9].*/"),
-    "account_number": ("NUMBER", "/.*[0-9].*/"),
+    "invoice_id": ("NUMBER", "~/[^0-9]*/"),
+    "po_number": ("NUMBER", "~/[^0-9]*/"),
+    "account_number": ("NUMBER", "~/[^0-9]*/"),
 }
 
 
@@ -370,7 +371,10 @@ def document_grammar(schema: dict, text: str) -> str:
         return name
 
     def substring(limit: int, pieces: list[str] | None = None, tag: str = "", field: str = "") -> str:
-        shape = _SHAPES.get(field)
+        # A shape is kept on a labelled cell's pieces only: over the whole text, its product with
+        # the substring automaton costs the lexer several times the mask time (and, on long
+        # invoices, more than its fuel); there `models.reconcile.reconcile_shapes` applies it.
+        shape = _SHAPES.get(field) if pieces is not None else None
         name = (f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}") + (f"_{shape[0]}" if shape else "")
         if name not in terminals:
             pieces = pieces or chunks

@@ -492,9 +492,39 @@ def reconcile_run_on_text(fields: dict, text: str) -> list[Reconciled]:
     return changes
 
 
+def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
+    """The shapes the grammar holds labelled values to (`models.grammar._SHAPES`), for every
+    value: a vendor or client name loses a leading title or stamp word (`COPY ANDERSSON
+    OFFICE SUPPLIES HB`) and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
+    an invoice, PO or bank account number without a digit (`RECHNUNG`) is null."""
+    from models.grammar import TITLE_WORDS
+
+    changes = []
+    title = re.compile(r"(?i)(?:{})(?:[ ,]+|$)".format("|".join(map(re.escape, TITLE_WORDS))))
+    for name in ("vendor_name", "client_name"):
+        value = fields.get(name)
+        if not isinstance(value, str):
+            continue
+        after = value
+        while (m := title.match(after)) and m.end() > 0:
+            after = after[m.end():]
+        after = after if re.search(r"[^\W\d_]{2}", after) else None
+        if after != value:
+            fields[name] = after
+            changes.append(Reconciled(name, value, after, "a title or stamp word, or no name"))
+    bank = fields.get("bank") if isinstance(fields.get("bank"), dict) else {}
+    for name, holder in (("invoice_id", fields), ("po_number", fields), ("bank.account_number", bank)):
+        key = name.split(".")[-1]
+        value = holder.get(key)
+        if isinstance(value, str) and not re.search(r"\d", value):
+            holder[key] = None
+            changes.append(Reconciled(name, value, None, "a number without a digit"))
+    return changes
+
+
 def reconcile(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Apply the reconciliations to `fields` in place; the changes made, in order."""
-    return (reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text)
+    return (reconcile_shapes(fields, text) + reconcile_rows(fields, text, grounding) + reconcile_subtotal(fields, text)
             + reconcile_totals(fields, text) + reconcile_identifiers(fields, text) + reconcile_address(fields, text)
             + reconcile_run_on_text(fields, text))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_address, undo, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import reconcile, reconcile_address, reconcile_shapes, undo, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
@@ -379,3 +379,18 @@ def test_a_name_or_terms_that_run_into_another_fields_label_end_before_it():
     for kept in ("30 gg data fattura", "Payment due within 30 days", "Net 30"):
         f = {"payment_terms": kept}
         assert reconcile_run_on_text(f, "") == [] and f["payment_terms"] == kept
+
+
+def test_names_and_numbers_keep_their_shapes():
+    f = {"vendor_name": "COPY ANDERSSON OFFICE SUPPLIES HB", "client_name": "Z = 0% 4.00", "invoice_id": "RECHNUNG",
+         "po_number": "PO-55817", "bank": {"iban": None, "bic": None, "account_number": "Konto", "routing_number": None}}
+    changes = reconcile_shapes(f, "")
+    assert f == {"vendor_name": "ANDERSSON OFFICE SUPPLIES HB", "client_name": None, "invoice_id": None,
+                 "po_number": "PO-55817", "bank": {"iban": None, "bic": None, "account_number": None, "routing_number": None}}
+    assert [c.field for c in changes] == ["vendor_name", "client_name", "invoice_id", "bank.account_number"]
+    for name in ("KOPIE", "Gutschrift"):
+        f = {"vendor_name": name}
+        reconcile_shapes(f, "")
+        assert f["vendor_name"] is None, name
+    f = {"vendor_name": "Invoiceware GmbH", "client_name": "Käster"}
+    assert reconcile_shapes(f, "") == []
