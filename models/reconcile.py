@@ -38,7 +38,9 @@ a `Delivery note:`, `Account no.:` or `VAT No.:` number, terms that are a tax nu
 read out of a date or a line item's code, becomes null (`reconcile_identifiers`). A vendor
 address loses a company name before it and a phone or registration label after it
 (`reconcile_address`); a name or the terms that run into another field's label end before
-it (`reconcile_run_on_text`).
+it (`reconcile_run_on_text`). First of all, names and numbers are held to the shapes the
+grammar holds labelled values to (`reconcile_shapes`: no title word before a name, a digit
+in a number).
 
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
