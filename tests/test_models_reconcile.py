@@ -1,11 +1,22 @@
-"""Amount reconciliation: a broken row or total is mended only by one printed number, never guessed."""
+"""Reconciliation: a broken row or total is mended only by printed numbers, never guessed; numbers, names
+and addresses are held to what their labels and shapes say."""
 
 from __future__ import annotations
 
 import copy
 
 from models.grounding import ground_fields
-from models.reconcile import reconcile, reconcile_address, reconcile_shapes, undo, reconcile_identifiers, reconcile_run_on_text, reconcile_rows, reconcile_subtotal, reconcile_totals
+from models.reconcile import (
+    reconcile,
+    reconcile_address,
+    reconcile_identifiers,
+    reconcile_rows,
+    reconcile_run_on_text,
+    reconcile_shapes,
+    reconcile_subtotal,
+    reconcile_totals,
+    undo,
+)
 
 TWO_COLUMN = """ACME Supplies Ltd
 Invoice 4711
