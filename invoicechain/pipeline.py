@@ -334,7 +334,6 @@ def extraction_replay(invoice_id: str, settings: Settings | None = None) -> Step
     return None
 
 
-
 #: The reason code of a reconciled field (amounts and line items: RECONCILED_AMOUNT).
 _RECONCILED_CODES = {
     "invoice_id": "RECONCILED_IDENTIFIER", "po_number": "RECONCILED_IDENTIFIER",

@@ -143,8 +143,7 @@ def labelled_totals(text: str) -> list[str]:
                 if c is not None and c.strip("-0."):
                     found[c] = None
 
-    lines = text.splitlines()
-    for line in lines:
+    for line in text.splitlines():
         for m in _NUMBER.finditer(line):
             token = m.group(0)
             if len(token) <= 3 or token[-3] not in ".," or line[m.end():].lstrip().startswith("%"):
@@ -240,7 +239,7 @@ def printed_dates(text: str) -> list[tuple[int, list[str]]]:
 
 def date_candidates(text: str) -> list[str]:
     """ISO dates of every date the text prints (`printed_dates`)."""
-    return sorted({iso for _, readings in printed_dates(text) for iso in readings})
+    return document_dates(text).printed
 
 
 #: Labels of a due date (English, German, French, Dutch, Spanish, Italian), matched right
@@ -347,13 +346,14 @@ def legal_names(text: str) -> list[str]:
             header |= k < HEADER_LINES
             # a cell with a name of two words or more before its legal form is the whole name,
             # unless it starts with a joining word (`& TEA LEAF (M) SDN. BHD.`)
-            head = _LEGAL_NAME.fullmatch(cell).group(1) if _LEGAL_NAME.fullmatch(cell) else ""
+            head = m.group(1) if (m := _LEGAL_NAME.fullmatch(cell)) else ""
             words = [w for w in re.findall(r"[^\W\d_]{2,}", head) if not re.fullmatch(rf"(?i){_LEGAL_FORM}", w)]
             wrapped = len(words) < 2 or re.match(r"(?i)(?:&|and|of)\s", cell)
-            above = " ".join(" ".join(re.split(r" {2,}", lines[j].strip())[-1].split())
-                             for j in range(max(0, k - NAME_LINES + 1), k)) if wrapped else ""
+            above = " ".join(filter(None, (" ".join(re.split(r" {2,}", lines[j].strip())[-1].split())
+                                           for j in range(max(0, k - NAME_LINES + 1), k)))) if wrapped else ""
             whole = f"{above} {cell}".strip()
-            found.update(dict.fromkeys(whole[m.start():] for m in re.finditer(r"(?<!\S)\S", whole)))
+            found.update(dict.fromkeys(whole[w.start():] for w in re.finditer(r"(?<!\S)\S", whole)))
+
     def named(n: str) -> bool:  # a name before the legal form, not a piece of one (`SDN BHD`)
         m = _LEGAL_NAME.fullmatch(n)
         return bool(m) and re.search(r"[^\W\d_]{2}", m.group(1)) is not None and not re.fullmatch(
@@ -383,17 +383,6 @@ def text_before(text: str, start: int, span: int = LABEL_SPAN) -> str:
     return text[max(text.rfind("\n", 0, start) + 1, start - span) : start]
 
 
-def labelled_due_dates(text: str) -> list[str]:
-    """The ISO readings of the dates the text prints right after a due-date label
-    (`Due date:`, `Payment due:`, `Fällig am:`, `Scadenza:`), which a reader never leaves out."""
-    text = text or ""
-    found: dict[str, None] = {}
-    for start, readings in printed_dates(text):
-        if _DUE_LABEL.search(text_before(text, start)):
-            found.update(dict.fromkeys(readings))
-    return list(found)
-
-
 #: Labels of the invoice's own date (issue date), as a cell starts them (at a line start or
 #: after a gap of two spaces): `Invoice date:`, `Date:`, `Rechnungsdatum`, `Data fattura`.
 _ISSUE_LABEL = re.compile(
@@ -412,28 +401,51 @@ _OTHER_DATE_LABEL = re.compile(
     r"|data\s*(?:di\s*)?(?:consegna|ordine))\s*[:.]?\s*$")
 
 
-def due_date_candidates(text: str) -> list[str]:
-    """The ISO dates a due date can be: every printed date (`printed_dates`) but those the
-    text prints only after the label of another date (`_OTHER_DATE_LABEL`, `_ISSUE_LABEL`:
-    a delivery date, the invoice date itself)."""
+class DocumentDates(NamedTuple):
+    """A document's dates by what they can be (`document_dates`), ISO, each list in order."""
+
+    printed: list[str]  # every date it prints
+    due: list[str]  # printed right after a due-date label
+    issue: list[str]  # printed right after an invoice-date label
+    unlabelled_due: list[str]  # printed at least once after no other date's label
+
+
+def document_dates(text: str) -> DocumentDates:
+    """The text's dates (`printed_dates`, read once) sorted by the label printed right before
+    them: a due-date label (`Due date:`, `Payment due:`, `Fällig am:`, `Scadenza:`), which a
+    reader never leaves out; an invoice-date label (`_ISSUE_LABEL`), where the invoice date
+    is one of those; another date's label (`_OTHER_DATE_LABEL`: delivery, shipping, order),
+    so that a due date without a label is never a date printed only as another date."""
     text = text or ""
-    other: set[str] = set()
+    printed: set[str] = set()
+    due: dict[str, None] = {}
+    issue: dict[str, None] = {}
     free: set[str] = set()
     for start, readings in printed_dates(text):
         before = text_before(text, start)
-        (other if _OTHER_DATE_LABEL.search(before) or _ISSUE_LABEL.search(before) else free).update(readings)
-    return sorted(free)
+        printed.update(readings)
+        if _DUE_LABEL.search(before):
+            due.update(dict.fromkeys(readings))
+        if _ISSUE_LABEL.search(before):
+            issue.update(dict.fromkeys(readings))
+        elif not _OTHER_DATE_LABEL.search(before):
+            free.update(readings)
+    return DocumentDates(sorted(printed), list(due), list(issue), sorted(free))
+
+
+def labelled_due_dates(text: str) -> list[str]:
+    """The ISO readings of the dates printed right after a due-date label (`document_dates`)."""
+    return document_dates(text).due
 
 
 def labelled_issue_dates(text: str) -> list[str]:
-    """The ISO readings of the dates the text prints right after an invoice-date label
-    (`_ISSUE_LABEL`): where there are any, the invoice date is one of them."""
-    text = text or ""
-    found: dict[str, None] = {}
-    for start, readings in printed_dates(text):
-        if _ISSUE_LABEL.search(text_before(text, start)):
-            found.update(dict.fromkeys(readings))
-    return list(found)
+    """The ISO readings of the dates printed right after an invoice-date label (`document_dates`)."""
+    return document_dates(text).issue
+
+
+def due_date_candidates(text: str) -> list[str]:
+    """The ISO dates a due date without a label can be (`document_dates`)."""
+    return document_dates(text).unlabelled_due
 
 
 #: Currency signs and the ISO 4217 codes each can stand for.

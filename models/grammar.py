@@ -285,7 +285,8 @@ _TITLE_VARIANTS = [v for w in TITLE_WORDS for v in dict.fromkeys((w, w.capitaliz
 #: Not a name: one that starts with a title or stamp word, or holds no two letters in a row.
 #: One negated union, not two intersections: llguidance's lexer builds far fewer states.
 _NOT_A_NAME = "~/(({})([ ,].*)?|([^\\p{{L}}]|\\p{{L}}[^\\p{{L}}])*\\p{{L}}?)/".format("|".join(_TITLE_VARIANTS))
-_TITLE_WORD = re.compile("(?:{})(?:[ ,]|$)".format("|".join(_TITLE_VARIANTS)))
+#: A title or stamp word starting a text (with what separates it from the rest).
+TITLE_START = re.compile(r"(?i)(?:{})(?:[ ,]+|$)".format("|".join(map(re.escape, TITLE_WORDS))))
 
 #: Shapes some grounded text fields keep (terminal suffix, regex): a reference or account
 #: number holds a digit (`RECHNUNG` is no invoice number); a name holds two letters in a
@@ -314,34 +315,31 @@ def document_grammar(schema: dict, text: str) -> str:
     GROUNDED_TEXT_FIELDS string a piece of its text (its characters with whitespace runs as
     one space), each bounded by the schema's maxLength; any of them may be null where the
     schema allows. An IBAN is one the document prints (`models.candidates.iban_candidates`),
-    a BIC one it prints in the ISO 9362 shape, a routing number one printed beside its label. Bank details printed beside their label
-    (`models.candidates.labelled_bank_details`: a valid IBAN, a BIC after `BIC`/`SWIFT`, a
-    sort code, ABA, BSB or transit number after its label) are never null, nor is the bank
-    object holding them. Where the document prints a date after a due-date label (`Due
-    date:`, `Scadenza:`), the due date is one of those dates and never null
-    (`models.candidates.labelled_due_dates`), and likewise for the invoice date after an
-    invoice-date label (`Invoice date:`, `Datum:`; `labelled_issue_dates`), and for the total
-    after a total's label (`Total due`, `Summe brutto`, `TOTAL RM`; `labelled_totals`: one of
-    those, or null); a total is never zero. Where the document's first lines print a name in
-    a legal form (`... SDN BHD`, `... GmbH`), the vendor's name is a name in a legal form the
-    document prints (`models.candidates.legal_names`). An unlabelled
-    due date is never a date printed only as another date (`Ship date:`, the invoice date;
-    `due_date_candidates`). Where it prints a LABELLED_TEXT_FIELDS label
-    (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the text after the label, never
-    null. An invoice or PO number holds a digit. A field kind the document offers no value for is null. Line items are read row by row
+    a BIC one it prints in the ISO 9362 shape, a routing number one printed beside its label.
+    Bank details printed beside their label (`models.candidates.labelled_bank_details`: a
+    valid IBAN, a BIC after `BIC`/`SWIFT`, a sort code, ABA, BSB or transit number after its
+    label) are never null, nor is the bank object holding them. Dates follow their labels
+    (`models.candidates.document_dates`): a due date printed after a due-date label (`Due
+    date:`, `Scadenza:`) is the due date, never null, and an unlabelled due date is never a
+    date printed only as another date (`Ship date:`, the invoice date); an invoice date
+    printed after its label (`Invoice date:`, `Datum:`) is the invoice date, never null. A
+    total printed after a total's label (`Total due`, `Summe brutto`, `TOTAL RM`;
+    `labelled_totals`) is the total or null, and a total is never zero. Where the
+    document's first lines print a name in a legal form (`... SDN BHD`, `... GmbH`), the
+    vendor is a name in a legal form the document prints (`legal_names`). Where it prints a
+    LABELLED_TEXT_FIELDS label (`Bill to:`, `Terms:`, `PO #:`), that field is a piece of the
+    text after the label, never null, in its field's shape (`_SHAPES`: a PO number holds a
+    digit). A field kind the document offers no value for is null. Line items are read row by row
     (`_line_items`). Everything else is generated from its own JSON schema.
     """
     from invoicechain.schema import CURRENCY_PATTERN, DATE_PATTERN, DECIMAL_PATTERN
     from models.candidates import (
         bic_candidates,
+        cell_prefixes,
         currency_candidates,
-        date_candidates,
-        due_date_candidates,
+        document_dates,
         iban_candidates,
         labelled_bank_details,
-        labelled_due_dates,
-        labelled_issue_dates,
-        cell_prefixes,
         labelled_text,
         labelled_totals,
         legal_names,
@@ -353,13 +351,12 @@ def document_grammar(schema: dict, text: str) -> str:
     ibans = iban_candidates(text)
     bics = bic_candidates(text)
     labelled = labelled_bank_details(text)
-    due_dates = labelled_due_dates(text)
-    unlabelled_due = [] if due_dates else due_date_candidates(text)
-    issue_dates = labelled_issue_dates(text)
+    dated = document_dates(text)
+    due_dates, issue_dates, dates = dated.due, dated.issue, dated.printed
+    unlabelled_due = [] if due_dates else dated.unlabelled_due
     totals = labelled_totals(text)
-    vendor_names = [n for n in legal_names(text) if not _TITLE_WORD.match(n)]
+    vendor_names = [n for n in legal_names(text) if not TITLE_START.match(n)]
     labelled_texts = {name: found for name in LABELLED_TEXT_FIELDS if (found := labelled_text(text, name))}
-    dates = date_candidates(text)
     currencies = currency_candidates(text)
     chunks = text_chunks(text)
     rules: dict[str, str] = {}
@@ -371,10 +368,10 @@ def document_grammar(schema: dict, text: str) -> str:
         return name
 
     def substring(limit: int, pieces: list[str] | None = None, tag: str = "", field: str = "") -> str:
-        # A shape is kept on a labelled cell's pieces only: over the whole text, its product with
-        # the substring automaton costs the lexer several times the mask time (and, on long
-        # invoices, more than its fuel); there `models.reconcile.reconcile_shapes` applies it.
-        shape = _SHAPES.get(field) if pieces is not None else None
+        # A field's shape is given to a labelled cell's pieces only: over the whole text, its
+        # product with the substring automaton costs the lexer several times the mask time (and,
+        # on long invoices, more than its fuel); there `models.reconcile.reconcile_shapes` applies it.
+        shape = _SHAPES.get(field)
         name = (f"TEXT{tag}_{limit}" if tag else f"TEXT{limit}") + (f"_{shape[0]}" if shape else "")
         if name not in terminals:
             pieces = pieces or chunks
@@ -436,7 +433,7 @@ def document_grammar(schema: dict, text: str) -> str:
         elif kind == "string" and name in WHOLE_CELL_FIELDS and name in labelled_texts and "pattern" not in inner:
             limit = int(inner.get("maxLength", 200))
             whole = [v for v in dict.fromkeys(p for cell in labelled_texts[name] for p in cell_prefixes(cell))
-                     if len(v) <= limit and not _TITLE_WORD.match(v)]
+                     if len(v) <= limit and not TITLE_START.match(v)]
             expr = quoted_choice(f"{name.upper()}_CELLS", whole) if whole else None
         elif kind == "string" and name in labelled_texts and "pattern" not in inner:
             limit = int(inner.get("maxLength", 200))
@@ -448,7 +445,7 @@ def document_grammar(schema: dict, text: str) -> str:
         elif kind == "string" and name in ADDRESS_FIELDS and "pattern" not in inner:
             expr = address(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "string" and name in GROUNDED_TEXT_FIELDS and "pattern" not in inner:
-            expr = substring(int(inner.get("maxLength", 200)), field=name) if chunks else None
+            expr = substring(int(inner.get("maxLength", 200))) if chunks else None
         elif kind == "object":
             expr = obj(inner, name)
         elif name == "line_items" and kind == "array" and _is_line_item(inner.get("items", {})) and (rows := _rows(text)):

@@ -89,11 +89,11 @@ def _text(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
-    """Every reading of every number printed in `text` (whole digit groups, never a piece of
-    a date). `cents_only`: only numbers printed with two decimals, as amounts are."""
+def _printed_numbers(text: str, cents_only: bool = False):
+    """Each number printed in `text` (whole digit groups, never a piece of a date): where it
+    starts, and its readings the schema can hold, signed as printed. `cents_only`: only
+    numbers printed with two decimals, as amounts are."""
     dates = [m.span() for m in _NUMERIC_DATE.finditer(text)]
-    out: list[Decimal] = []
     for m in _NUMBER.finditer(text):
         if any(a < m.end() and m.start() < b for a, b in dates):
             continue
@@ -101,10 +101,12 @@ def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
         if cents_only and not (len(token) > 3 and token[-3] in ".," and token[-2:].isdigit()):
             continue
         negative = text[max(0, m.start() - 2) : m.start()].rstrip().endswith(("-", "("))
-        for value in _readings(token):
-            if re.match(DECIMAL_PATTERN, f"{value:f}"):  # what the schema can hold
-                out.append(-value if negative else value)
-    return out
+        yield m.start(), [-v if negative else v for v in _readings(token) if re.match(DECIMAL_PATTERN, f"{v:f}")]
+
+
+def _printed(text: str, cents_only: bool = False) -> list[Decimal]:
+    """Every reading of every number printed in `text` (`_printed_numbers`)."""
+    return [v for _, readings in _printed_numbers(text, cents_only) for v in readings]
 
 
 def _printed_counts(text: str) -> dict[Decimal, int]:
@@ -309,22 +311,14 @@ def _labelled_adjustments(text: str, subtotal: Decimal) -> dict | None:
     -32,62`, `Fracht  79,62`, `MwSt. 0 %  0,00`), None for a field it prints no amount for;
     a discount positive (negative on a credit note), shipping and tax with their printed
     sign. None where a label has two different amounts, or no label any."""
-    dates = [m.span() for m in _NUMERIC_DATE.finditer(text)]
     found: dict[str, set[Decimal]] = {k: set() for k in _ADJUSTMENTS}
-    for m in _NUMBER.finditer(text):
-        token = m.group(0)
-        if not (len(token) > 3 and token[-3] in ".," and token[-2:].isdigit()):
-            continue
-        if any(a < m.end() and m.start() < b for a, b in dates):
-            continue
-        labels = list(_AMOUNT_LABEL.finditer(text_before(text, m.start())))
+    for start, readings in _printed_numbers(text, cents_only=True):
+        labels = list(_AMOUNT_LABEL.finditer(text_before(text, start)))
         if not labels or labels[-1].lastgroup not in found:
             continue
-        negative = text[max(0, m.start() - 2) : m.start()].rstrip().endswith(("-", "("))
-        readings = {-v if negative else v for v in _readings(token) if re.match(DECIMAL_PATTERN, f"{v:f}")}
-        if len(readings) != 1:
+        if len(set(readings)) != 1:
             return None
-        found[labels[-1].lastgroup] |= readings
+        found[labels[-1].lastgroup] |= set(readings)
     if any(len(v) > 1 for v in found.values()) or not any(found.values()):
         return None
     sign = -1 if subtotal < 0 else 1
@@ -402,23 +396,18 @@ def reconcile_identifiers(fields: dict, text: str) -> list[Reconciled]:
     a tax, invoice or PO number, or as a date. A value
     printed anywhere without a known label, or under its own, is kept."""
     changes = []
-    for name in ("po_number", "invoice_id", "payment_terms"):
-        value = fields.get(name)
+    bank = fields.get("bank") if isinstance(fields.get("bank"), dict) else {}
+    # (field, where it is held, the label kind that is its own: `Account no.` may be a bank account)
+    for name, holder, own in (("po_number", fields, "po_number"), ("invoice_id", fields, "invoice_id"),
+                              ("payment_terms", fields, "payment_terms"), ("bank.account_number", bank, "customer")):
+        key = name.rsplit(".", 1)[-1]
+        value = holder.get(key)
         if not isinstance(value, str) or not value.strip():
             continue
         kinds = _labels_of(value, text)
-        if kinds and all(k is not None and k != name for k in kinds):
-            fields[name] = None
+        if kinds and all(k is not None and k != own for k in kinds):
+            holder[key] = None
             changes.append(Reconciled(name, value, None, f"printed only as {', '.join(sorted(set(kinds)))}"))
-    bank = fields.get("bank")
-    if isinstance(bank, dict):  # a bank account number printed only as a tax, invoice or PO number
-        value = bank.get("account_number")
-        if isinstance(value, str) and value.strip():
-            kinds = _labels_of(value, text)
-            if kinds and all(k is not None and k != "customer" for k in kinds):
-                bank["account_number"] = None
-                changes.append(Reconciled("bank.account_number", value, None,
-                                          f"printed only as {', '.join(sorted(set(kinds)))}"))
     return changes
 
 
@@ -499,16 +488,15 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
     value: a vendor or client name loses a leading title or stamp word (`COPY ANDERSSON
     OFFICE SUPPLIES HB`) and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
     an invoice, PO or bank account number without a digit (`RECHNUNG`) is null."""
-    from models.grammar import TITLE_WORDS
+    from models.grammar import TITLE_START
 
     changes = []
-    title = re.compile(r"(?i)(?:{})(?:[ ,]+|$)".format("|".join(map(re.escape, TITLE_WORDS))))
     for name in ("vendor_name", "client_name"):
         value = fields.get(name)
         if not isinstance(value, str):
             continue
         after = value
-        while (m := title.match(after)) and m.end() > 0:
+        while m := TITLE_START.match(after):
             after = after[m.end():]
         after = after if re.search(r"[^\W\d_]{2}", after) else None
         if after != value:
@@ -516,7 +504,7 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
             changes.append(Reconciled(name, value, after, "a title or stamp word, or no name"))
     bank = fields.get("bank") if isinstance(fields.get("bank"), dict) else {}
     for name, holder in (("invoice_id", fields), ("po_number", fields), ("bank.account_number", bank)):
-        key = name.split(".")[-1]
+        key = name.rsplit(".", 1)[-1]
         value = holder.get(key)
         if isinstance(value, str) and not re.search(r"\d", value):
             holder[key] = None

@@ -158,6 +158,7 @@ def test_a_vendor_whose_header_prints_a_legal_form_ends_in_one(tokenizer):
     assert legal_names("Käster\nAgnes-Gertz-Weg 1-8\n16647 Gardelegen\n") == []
     assert "AIK HUAT HARDWARE ENTERPRISE (SETIA ALAM) SDN BHD" in legal_names(
         "AIK HUAT HARDWARE\nENTERPRISE (SETIA\nALAM) SDN BHD\n822737-X\n")  # over three lines
+    assert legal_names("ACME\n\nHOLDINGS GMBH\n") == ["ACME HOLDINGS GMBH", "HOLDINGS GMBH"]  # blank lines skipped
     grammar = document_grammar(invoice_json_schema(), text)
     right = _answer(vendor_name="TEO HENG STATIONERY & BOOKS SDN BHD", total_amount="18.00")
     assert _accepts(tokenizer, grammar, right)
