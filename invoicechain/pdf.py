@@ -53,6 +53,8 @@ def pdf_text(source: bytes | str | Path, max_pages: int = 50) -> PdfText:
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not data.lstrip()[:5].startswith(b"%PDF"):
         raise PdfError("not_pdf", "The file does not start with a PDF header.")
+    if _encrypted(data):
+        raise PdfError("encrypted_pdf", "The PDF is encrypted with a password (encrypted_pdf); send it unprotected.")
     try:
         with pdfplumber.open(io.BytesIO(data)) as pdf:
             pages = pdf.pages
@@ -61,11 +63,23 @@ def pdf_text(source: bytes | str | Path, max_pages: int = 50) -> PdfText:
                 texts.append(normalise_layout_text(page.extract_text(layout=True) or ""))
             return PdfText(PAGE_BREAK.join(texts), len(pages))
     except PDFPasswordIncorrect as exc:
-        raise PdfError("encrypted", "The PDF is encrypted and no password is known.") from exc
+        raise PdfError("encrypted_pdf", "The PDF is encrypted with a password (encrypted_pdf); send it unprotected.") from exc
     except PdfError:
         raise
     except Exception as exc:  # pdfminer raises many types for damaged files
         name = type(exc).__name__
         if "Encrypt" in name or "Password" in name or "encrypt" in str(exc).lower():
-            raise PdfError("encrypted", "The PDF is encrypted and no password is known.") from exc
+            raise PdfError("encrypted_pdf", "The PDF is encrypted with a password (encrypted_pdf); send it unprotected.") from exc
         raise PdfError("corrupt", f"The PDF is damaged and cannot be read ({name}).") from exc
+
+
+def _encrypted(data: bytes) -> bool:
+    """True for a PDF that opens only with a password (one encrypted with an empty user
+    password, as many generators do to restrict printing, is read as usual)."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        return bool(reader.is_encrypted) and not reader.decrypt("")
+    except Exception:  # damaged beyond pypdf: pdfminer gives the verdict
+        return False

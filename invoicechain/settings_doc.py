@@ -1,4 +1,4 @@
-"""The configuration table of the README, generated from `Settings` so the two never drift.
+"""The configuration table of docs/configuration.md, generated from `Settings` so the two never drift.
 
     python -m invoicechain.settings_doc        # prints the markdown table
 """

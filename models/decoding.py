@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 
 from invoicechain.schema import ANSWER_TOKENS
-from models.grammar import (
+from models.matchers import (
     CompiledSchema,
     GrammarBank,
     JsonScanner,
@@ -229,6 +229,8 @@ def decode_batch(
     the forced run after it. A row samples only when its queue is empty (its last logits
     then predict its next position); every pass feeds `step_width` columns, each row's
     slice right-aligned with masked holes before it.
+
+    Long because it is the per-token hot loop: each row's state stays in locals instead of passing through helpers on every step.
     """
     import torch
 

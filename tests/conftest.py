@@ -27,6 +27,21 @@ def _pg_admin():
     return psycopg.connect(PG_ADMIN_URL, autocommit=True)
 
 
+#: Per-test time limit by layer (seconds); a test's own `@pytest.mark.timeout` wins.
+LAYER_TIMEOUTS = {"unit": 60, "integration": 600, "e2e": 900}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its layer (the folder under tests/) and give it that layer's time limit."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        layer = parts[0] if parts and parts[0] in LAYER_TIMEOUTS else "integration"
+        item.add_marker(getattr(pytest.mark, layer))
+        if item.get_closest_marker("timeout") is None:
+            limit = LAYER_TIMEOUTS["e2e"] if item.get_closest_marker("slow") else LAYER_TIMEOUTS[layer]
+            item.add_marker(pytest.mark.timeout(limit))
+
+
 @pytest.fixture
 def pg_url():
     """A fresh, empty Postgres database for one test; dropped afterwards."""
@@ -67,7 +82,7 @@ def session(settings):
     from sqlmodel import Session
 
     from invoicechain.db.session import get_engine
-    from tests.test_ap_support import load_master
+    from tests.factories import load_master
 
     with Session(get_engine(settings), expire_on_commit=False) as s:
         load_master(s)
@@ -89,7 +104,7 @@ def redis_url():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a BPE tokenizer trained on the fly (with a chat template)."""
-    from tests.tiny_model import build_tiny_model
+    from tests.factories import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -100,3 +115,16 @@ def base_model_dir() -> Path:
     from models.store import provision_default_base
 
     return provision_default_base(MODEL_CACHE)
+
+
+@pytest.fixture
+def auth_headers(settings) -> dict[str, str]:
+    """HTTP headers carrying an admin API key valid on the test's database.
+
+    Use with every API request: `client.get(url, headers=auth_headers)`.
+    """
+    try:
+        from invoicechain.auth import issue_test_admin_key
+    except ImportError:  # API keys not in place yet: routes are open
+        return {}
+    return {"Authorization": f"Bearer {issue_test_admin_key(settings)}"}

@@ -14,20 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from invoicechain.lexicon import lexicon
 from models.prompts import encode_example, render_prompt
 
-#: Words that label invoice fields on documents; matched case-insensitively as whole words.
-FIELD_LABELS: tuple[str, ...] = (
-    "Invoice", "Inv", "Total", "Subtotal", "Sub-total", "Amount", "Due", "PO", "P.O.", "Purchase Order",
-    "Order", "Date", "Tax", "VAT", "GST", "IBAN", "BIC", "SWIFT", "Account", "Bill To", "Terms",
-    "Currency", "Discount", "Shipping", "Balance", "Payment", "Vendor", "Supplier",
-)
+#: Words that label invoice fields on documents (the lexicon's `label_words`); matched
+#: case-insensitively as whole words.
+FIELD_LABELS: tuple[str, ...] = lexicon().words("label_words")
 TOP_K = 5
 
-_LABEL_RE = re.compile(
-    r"(?<![A-Za-z0-9])(" + "|".join(re.escape(w) for w in sorted(FIELD_LABELS, key=len, reverse=True)) + r")(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
+_LABEL_RE = re.compile(r"(?<![A-Za-z0-9])" + lexicon().alternation("label_words") + r"(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def label_spans(text: str) -> list[tuple[int, int]]:

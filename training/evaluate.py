@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from invoicechain.schema import ANSWER_TOKENS, AMOUNT_FIELDS, DATE_FIELDS, SCALAR_FIELDS, InvoiceFields
+from invoicechain.enums import AdapterName
 
 #: Fields scored for extraction: every scalar field, then the line items and the bank details as wholes.
 EVAL_FIELDS: tuple[str, ...] = (*SCALAR_FIELDS, "line_items", "bank")
@@ -172,12 +173,12 @@ def _load_runtime(base_dir: Path, adapter: str, adapter_dir: Path, device: str, 
 def evaluate_extraction(
     runtime,
     records: Sequence[dict],
-    adapter: str = "extract",
+    adapter: str = AdapterName.EXTRACT,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Extract every record's document with the runtime and score against the record's answer."""
-    from models.reconcile import undo
+    from extraction.reconcile import undo
 
     recs = [r for r in records if is_extract_record(r)]
     preds: list[Any] = []
@@ -196,13 +197,13 @@ def evaluate_extraction(
     gold = [r["output"] for r in recs]
     scores = score_extraction(preds, gold)
     scores["seconds"] = round(time.perf_counter() - t0, 2)
-    # The same answers before amount reconciliation (models.reconcile): the model's own share.
+    # The same answers before amount reconciliation (extraction.reconcile): the model's own share.
     scores["as_decoded"] = score_extraction(decoded, gold)
     scores["reconciled_documents"] = sum(p is not d for p, d in zip(preds, decoded))
     return scores
 
 
-def evaluate_toolchain(runtime, records: Sequence[dict], adapter: str = "toolchain", batch_size: int = 16) -> dict:
+def evaluate_toolchain(runtime, records: Sequence[dict], adapter: str = AdapterName.TOOLCHAIN, batch_size: int = 16) -> dict:
     """Decision accuracy of the runtime's proposals against the records' decisions, overall and per step."""
     items, wanted = [], []
     for r in records:
@@ -259,8 +260,8 @@ def evaluate_adapter(
         out["extraction"] = evaluate_extraction(runtime, recs, adapter=adapter)
         out["field_exact_match"] = out["extraction"]["field_exact_match"]
     if any(toolchain_step(r) for r in recs):
-        out["toolchain"] = evaluate_toolchain(runtime, recs, adapter=adapter)
-        out["decision_accuracy"] = out["toolchain"]["decision_accuracy"]
+        out[AdapterName.TOOLCHAIN] = evaluate_toolchain(runtime, recs, adapter=adapter)
+        out["decision_accuracy"] = out[AdapterName.TOOLCHAIN]["decision_accuracy"]
         out.setdefault("field_exact_match", out["decision_accuracy"])
     return out
 

@@ -35,6 +35,8 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from invoicechain.decisions import Decision
+from invoicechain.enums import AdapterName
 
 #: Seed of the synthetic training corpus; evaluation uses benchmarks.accuracy.EVAL_SEED.
 TRAIN_SEED = 1
@@ -76,7 +78,7 @@ LATER_STAGES = {
 CORPUS_SIZE = 500
 SYNTH_EXTRACT = 220
 MAX_TOKENS = 1024
-MINORITY = {"INVALID", "NO_MATCH", "PARTIAL", "PENDING_APPROVAL", "HELD", "REJECTED"}
+MINORITY = {Decision.INVALID, Decision.NO_MATCH, Decision.PARTIAL, Decision.PENDING_APPROVAL, Decision.HELD, Decision.REJECTED}
 
 
 def _corpus(folder: Path) -> tuple[Path, Path]:
@@ -169,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from training.data import write_jsonl
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["extract", *LATER_STAGES, "toolchain"])
+    parser.add_argument("kind", choices=[AdapterName.EXTRACT, *LATER_STAGES, AdapterName.TOOLCHAIN])
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--base", type=Path, default=None, help="tokenizer folder (default: the configured base)")
     args = parser.parse_args(argv)
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                            tokens=tokens, receipts_count=receipts)
         else:
             extract_path, toolchain_path = _corpus(Path(tmp))
-            if args.kind == "extract":
+            if args.kind == AdapterName.EXTRACT:
                 records = extract_records(_tokenizer(args.base), extract_path)
             else:
                 records = balanced_toolchain(_read(toolchain_path))

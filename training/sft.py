@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from invoicechain.enums import AdapterName
 from training.data import (
     IGNORE_INDEX,
     Batch,
@@ -54,7 +55,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    adapter: str = Field("extract", min_length=1, max_length=60)
+    adapter: str = Field(AdapterName.EXTRACT, min_length=1, max_length=60)
     lora_r: int = Field(16, ge=1, le=512)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
@@ -437,6 +438,8 @@ def train_lora(
     `progress(dict)` is called after every optimizer step and evaluation with step,
     total_steps, loss, eval_loss, tokens_per_s and epoch; `should_cancel()` is checked
     before every step. Raises DatasetError for records that do not fit max_seq_len.
+
+    Long because the optimizer, scheduler, checkpoints, early stopping and cancellation share the state of one training loop.
     """
     import torch
 

@@ -25,8 +25,15 @@ from pathlib import Path
 
 from invoicechain.schema import ANSWER_TOKENS
 from models.prompts import extract_record
+from invoicechain.enums import AdapterName
 
+#: Where the SROIE training receipts are looked for unless a path is given (every function and
+#: command takes one: `root=` / `--src`).
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sroie-train"
+
+
+class ReceiptsNotFound(FileNotFoundError):
+    """The receipts folder is missing or holds no receipt."""
 HELDOUT_FRACTION = 0.2
 #: Gold keys and the schema fields they fill.
 FIELD_MAP = {"company": "vendor_name", "address": "vendor_address", "date": "invoice_date", "total": "total_amount"}
@@ -146,8 +153,13 @@ def duplicate_groups(receipts: Sequence[Receipt]) -> dict[str, str]:
 
 
 def load_receipts(root: Path = DEFAULT_DIR) -> list[Receipt]:
-    """Every receipt with both its OCR text and its gold labels, sorted by stem."""
+    """Every receipt with both its OCR text and its gold labels, sorted by stem.
+
+    Raises `ReceiptsNotFound` when `root` is not a folder of receipts (`NNN.txt` + `NNN.json`).
+    """
     root = Path(root)
+    if not root.is_dir():
+        raise ReceiptsNotFound(f"no SROIE receipts folder at {root}; give the folder of NNN.txt + NNN.json files")
     out = []
     for txt in sorted(root.glob("*.txt")):
         gold_file = txt.with_suffix(".json")
@@ -284,7 +296,7 @@ def score_adapter(
     held = held[:limit] if limit else held
     runtime = ModelRuntime(Path(base_dir), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            grounded=grounded)
-    name = "extract"
+    name = AdapterName.EXTRACT
     if adapter_dir is not None:
         runtime.load_adapter(name, Path(adapter_dir), "heldout-eval")
     else:

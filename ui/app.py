@@ -19,7 +19,10 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from invoicechain.decisions import ALL_STEPS, STEP_DECISIONS, TERMINAL_STATUSES, TOOLCHAIN_STEPS, InvoiceStatus  # noqa: E402
+from invoicechain.config import get_settings  # noqa: E402
+from invoicechain.decisions import ALL_STEPS, TERMINAL_STATUSES, TOOLCHAIN_STEPS, Decision, InvoiceStatus, Step  # noqa: E402
+from invoicechain.enums import AdapterName, StepRunStatus, TrainingJobStatus  # noqa: E402
+from invoicechain.desk import override_options  # noqa: E402
 from invoicechain.schema import SCALAR_FIELDS  # noqa: E402
 from ui.client import ApiClient, ApiError  # noqa: E402
 
@@ -28,25 +31,33 @@ log = logging.getLogger(__name__)
 PAGES = ("Inbox", "Invoices", "Invoice detail", "Review queue", "Training")
 STATUSES = tuple(s.value for s in InvoiceStatus)
 REFRESH_S = 10
+S, D = InvoiceStatus, Decision
 STATUS_COLORS = {
-    "received": "gray", "processing": "blue", "needs_ocr": "orange", "failed": "red", "invalid": "red",
-    "needs_review": "orange", "pending_approval": "violet", "rejected": "red", "payment_held": "orange",
-    "payment_ready": "green",
+    S.RECEIVED: "gray", S.PROCESSING: "blue", S.NEEDS_OCR: "orange", S.FAILED: "red", S.INVALID: "red",
+    S.NEEDS_REVIEW: "orange", S.PENDING_APPROVAL: "violet", S.REJECTED: "red", S.PAYMENT_HELD: "orange",
+    S.PAYMENT_READY: "green",
 }
 DECISION_COLORS = {
-    "OK": "green", "VALID": "green", "MATCHED": "green", "APPROVED": "green", "SCHEDULED": "green",
-    "PARTIAL": "orange", "NO_PO": "blue", "PENDING_APPROVAL": "violet", "HELD": "orange", "NEEDS_OCR": "orange",
-    "INVALID": "red", "NO_MATCH": "red", "REJECTED": "red", "FAILED": "red",
+    D.OK: "green", D.VALID: "green", D.MATCHED: "green", D.APPROVED: "green", D.SCHEDULED: "green",
+    D.PARTIAL: "orange", D.NO_PO: "blue", D.PENDING_APPROVAL: "violet", D.HELD: "orange", D.NEEDS_OCR: "orange",
+    D.INVALID: "red", D.NO_MATCH: "red", D.REJECTED: "red", D.FAILED: "red",
 }
 FIELD_LABELS = {"invoice_id": "Invoice number", "po_number": "PO number", "tax": "Tax (VAT)"}
-JOB_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
+J = TrainingJobStatus
+JOB_COLORS = {J.QUEUED: "gray", J.RUNNING: "blue", J.DONE: "green", J.FAILED: "red", J.CANCELLED: "orange"}
 STEP_LABELS = {
-    "ingest": "Ingest", "extract": "Extract fields", "validate_invoice": "Validate",
-    "match_po": "Match PO", "run_approval": "Approval", "trigger_payment": "Payment",
+    Step.INGEST: "Ingest", Step.EXTRACT: "Extract fields", Step.VALIDATE: "Validate",
+    Step.MATCH_PO: "Match PO", Step.APPROVAL: "Approval", Step.PAYMENT: "Payment",
 }
 
 
 # --- small formatting pieces ---------------------------------------------------------------
+
+
+def upload_limit_mb() -> int:
+    """The API's upload limit (settings.max_upload_bytes) in Streamlit's whole megabytes, so the
+    uploaders refuse what the API would refuse (Streamlit's own default is 200 MB)."""
+    return max(1, get_settings().max_upload_bytes // (1024 * 1024))
 
 
 def label(name: str) -> str:
@@ -163,7 +174,8 @@ def inbox_page(client: ApiClient) -> None:
     st.caption("Send invoices in; each one is read, checked and routed automatically.")
     tab_pdf, tab_text = st.tabs(["Upload PDFs", "Paste text"])
     with tab_pdf:
-        files = st.file_uploader("Invoice PDFs", type=["pdf"], accept_multiple_files=True, key="inbox_files")
+        files = st.file_uploader("Invoice PDFs", type=["pdf"], accept_multiple_files=True, key="inbox_files",
+                                 max_upload_size=upload_limit_mb())
         if st.button("Submit PDFs", type="primary", disabled=not files, key="submit_pdfs"):
             with st.spinner(f"Sending {len(files)} document(s) …"):
                 st.session_state["inbox_results"] = [
@@ -274,16 +286,33 @@ def detail_page(client: ApiClient) -> None:
     if inv.get("error"):
         say_error(inv["error"])
 
-    fields_tab, steps_tab = st.tabs(["Fields", "Steps"])
+    st.link_button("Open in the review desk (the page beside the fields)", f"{client.base_url.rstrip('/')}/desk",
+                   icon=":material/preview:")
+    fields_tab, steps_tab, trail_tab = st.tabs(["Fields", "Steps", "Approvals"])
     with fields_tab:
         _fields(inv)
     with steps_tab:
         _timeline(inv)
+    with trail_tab:
+        _approvals(inv)
 
     if status in (InvoiceStatus.PENDING_APPROVAL, InvoiceStatus.NEEDS_REVIEW):
         _approval_actions(client, inv, can_approve=status == InvoiceStatus.PENDING_APPROVAL)
     if status == InvoiceStatus.NEEDS_REVIEW or status in TERMINAL_STATUSES:
         _correction_actions(client, inv)
+
+
+def _approvals(inv: dict) -> None:
+    """Who approved or rejected the invoice, when, in which role and why."""
+    actions = inv.get("approvals") or []
+    if not actions:
+        st.caption("No approval or rejection yet.")
+        return
+    st.dataframe(
+        pd.DataFrame([{"when": when(a.get("at")), "who": a.get("approver"), "role": a.get("role") or "",
+                       "decision": a.get("decision"), "reason": a.get("reason") or ""} for a in actions]),
+        hide_index=True, width="stretch",
+    )
 
 
 def _fields(inv: dict) -> None:
@@ -409,20 +438,22 @@ def _correction_actions(client: ApiClient, inv: dict) -> None:
             elif _ready(actor, why):
                 _act(lambda: client.correct(inv["id"], actor, why, fields=changed),
                      f"Corrected {len(changed)} field(s); the checks run again.")
-    with decision_tab, st.form("override_form"):
-        runs = {s["step"]: s.get("decision") for s in inv.get("steps") or []}
-        step = st.selectbox("Step", [str(s) for s in TOOLCHAIN_STEPS], format_func=lambda s: STEP_LABELS[s],
-                            key="override_step")
-        options = [str(d) for s in TOOLCHAIN_STEPS for d in STEP_DECISIONS[s]]
-        decision = st.selectbox("New decision", options, key="override_decision",
-                                help="Must be one of the chosen step's decisions; the chain continues from the next step.")
-        st.caption("Current: " + ", ".join(f"{STEP_LABELS[str(s)]} {runs.get(str(s)) or '–'}" for s in TOOLCHAIN_STEPS))
-        actor, why = _actor_and_reason("override")
-        if st.form_submit_button("Override", type="primary"):
-            allowed = [str(d) for d in STEP_DECISIONS[step]]
-            if decision not in allowed:
-                st.error(f"{STEP_LABELS[step]} decides one of {', '.join(allowed)}.")
-            elif _ready(actor, why):
+    with decision_tab:
+        runs = {s["step"]: s.get("decision") for s in inv.get("steps") or [] if s.get("status") == StepRunStatus.DONE}
+        # Only the decisions that apply now: steps the chain reached, not their current decision,
+        # never APPROVED past the approvers (the same rule as the review desk's).
+        choices = [(step, d) for step, ds in override_options(inv["status"], runs).items() for d in ds]
+        if not choices:
+            st.caption("No decision can be overridden in this state.")
+            return
+        with st.form("override_form"):
+            choice = st.selectbox("Step and new decision", choices, key="override_choice",
+                                  format_func=lambda c: f"{STEP_LABELS[c[0]]} → {c[1]}",
+                                  help="The chain continues from the step after it.")
+            st.caption("Current: " + ", ".join(f"{STEP_LABELS[str(s)]} {runs.get(str(s)) or '–'}" for s in TOOLCHAIN_STEPS))
+            actor, why = _actor_and_reason("override")
+            if st.form_submit_button("Override", type="primary") and _ready(actor, why):
+                step, decision = choice
                 _act(lambda: client.correct(inv["id"], actor, why, decisions={step: decision}),
                      f"{STEP_LABELS[step]} set to {decision}.")
 
@@ -490,12 +521,13 @@ def training_page(client: ApiClient) -> None:
                                        "upload": "Upload JSONL"}.get)
         with st.form("training_form"):
             c1, c2, c3, c4 = st.columns(4)
-            adapter = c1.selectbox("Adapter", ("extract", "toolchain"), key="train_adapter")
+            adapter = c1.selectbox("Adapter", tuple(AdapterName), key="train_adapter")
             n = c2.number_input("Invoices", min_value=10, max_value=100_000, value=200, step=50, key="train_n",
                                 disabled=source != "synthetic")
             seed = c3.number_input("Seed", min_value=0, value=0, step=1, key="train_seed")
             max_steps = c4.number_input("Max steps (0: one epoch)", min_value=0, value=0, step=10, key="train_max_steps")
-            upload = st.file_uploader("Training data (JSONL)", type=["jsonl"], key="train_file") if source == "upload" else None
+            upload = (st.file_uploader("Training data (JSONL)", type=["jsonl"], key="train_file", max_upload_size=upload_limit_mb())
+                      if source == "upload" else None)
             extra = st.text_input("More parameters (JSON)", value="{}", key="train_extra",
                                   help='Any training parameter, e.g. {"learning_rate": 0.0001, "lora_r": 8}.')
             if st.form_submit_button("Start training", type="primary", icon=":material/model_training:"):
@@ -540,7 +572,7 @@ def _training_jobs(client: ApiClient) -> None:
             head.markdown(f"**{md(job['adapter'])}** · {md(job['data_source'])} "
                           f"{badge(job['status'], JOB_COLORS.get(job['status'], 'gray'))}  \n"
                           f"`{job['id']}` · queued {when(job['created_at'])}")
-            if job["status"] in ("queued", "running") and action.button("Cancel", key=f"cancel_{job['id']}"):
+            if job["status"] in (J.QUEUED, J.RUNNING) and action.button("Cancel", key=f"cancel_{job['id']}"):
                 try:
                     client.cancel_training_job(job["id"])
                     st.rerun()

@@ -12,30 +12,47 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from invoicechain import enums
 from invoicechain.config import Settings, get_settings
 
-QUEUES = ("ingest", "extract", "toolchain", "training")
+QUEUES: tuple[enums.Queue, ...] = tuple(enums.Queue)
 
+#: Task name -> queue, derived from the steps: `invoicechain.<step>` runs on its step's queue.
 TASK_ROUTES = {
-    "invoicechain.ingest": {"queue": "ingest"},
-    "invoicechain.extract": {"queue": "extract"},
-    "invoicechain.validate_invoice": {"queue": "toolchain"},
-    "invoicechain.match_po": {"queue": "toolchain"},
-    "invoicechain.run_approval": {"queue": "toolchain"},
-    "invoicechain.trigger_payment": {"queue": "toolchain"},
-    "invoicechain.mark_failed": {"queue": "toolchain"},
-    "invoicechain.train_adapter": {"queue": "training"},
+    **{f"invoicechain.{step}": {"queue": queue} for step, queue in enums.STEP_QUEUE.items()},
+    "invoicechain.mark_failed": {"queue": enums.Queue.TOOLCHAIN},
+    "invoicechain.train_adapter": {"queue": enums.Queue.TRAINING},
 }
+#: Modules of `workers` that define tasks (with `shared_task`), imported when the app is made.
+TASK_MODULES = ("tasks", "recovery_tasks", "inbox_tasks")
 
 
-def broker_settings(settings: Settings) -> dict:
-    longest = max(settings.extract_time_limits(settings.extract_batch_size)[1], settings.training_time_limit_s)
-    visibility = max(settings.task_time_limit_s, longest) + 600
+def broker_settings(settings: Settings, queues: list[str] | tuple[str, ...] | None = None) -> dict:
+    """Broker options; `queues`: those a worker consumes, which set its visibility timeout.
+
+    Each queue has its own visibility timeout (extract and toolchain in minutes, training
+    its own hours): Redis keeps a consumer's unacknowledged messages in one hash per
+    worker group (`unacked:<queues>`), so a training job's long timeout never delays the
+    redelivery of an extract batch whose worker was killed, and the extract worker's short
+    one never redelivers a training job that is still running.
+    """
+    from invoicechain.recovery import queue_visibility_s
+
+    names = sorted(queues) if queues else list(QUEUES)
+    visibility = max(queue_visibility_s(q, settings) for q in names)
     if settings.redis_url:
+        group = ",".join(names) if queues else "all"
         return {
             "broker_url": settings.redis_url,
             "result_backend": settings.redis_url,
-            "broker_transport_options": {"visibility_timeout": visibility},
+            "broker_transport_options": {
+                "visibility_timeout": visibility,
+                "unacked_key": f"unacked:{group}",
+                "unacked_index_key": f"unacked_index:{group}",
+                "unacked_mutex_key": f"unacked_mutex:{group}",
+                "unacked_restore_interval": settings.unacked_restore_interval_s,
+                "unacked_restore_throttle": 1,
+            },
             "result_backend_transport_options": {
                 "visibility_timeout": visibility,
                 "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
@@ -61,7 +78,9 @@ def broker_settings(settings: Settings) -> dict:
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("invoicechain")
+    # Not made the thread's current app: a second app (a client of another broker) must never
+    # capture the shared tasks that `app` below serves as the default.
+    app = Celery("invoicechain", set_as_current=False)
     app.conf.update(
         broker_settings(settings),
         task_serializer="json",
@@ -69,7 +88,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         task_queues=[Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
-        task_default_queue="toolchain",
+        task_default_queue=enums.Queue.TOOLCHAIN,
         task_routes=TASK_ROUTES,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -77,7 +96,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
         task_track_started=True,
-        task_send_sent_event=True,
+        task_send_sent_event=settings.task_sent_events,
         worker_send_task_events=True,
         result_extended=True,
         result_expires=7 * 24 * 3600,
@@ -94,6 +113,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 app = make_celery()
+# The default app of every thread (a request handler's too): `shared_task`s resolve to it.
+app.set_default()
 
 
 def reconfigure(settings: Settings) -> Celery:
@@ -106,4 +127,14 @@ def reconfigure(settings: Settings) -> Celery:
     return app
 
 
-import workers.tasks  # noqa: E402,F401  (registers the tasks on `app`)
+def configure_worker(queues: list[str], settings: Settings | None = None) -> Celery:
+    """Broker options of a worker consuming `queues` (its visibility timeout and unacked hash)."""
+    settings = settings or get_settings()
+    app.conf.update(broker_settings(settings, queues))
+    return app
+
+
+# As paperless-ngx: the task modules use `shared_task` and never import this module for it;
+# the app finds them here (the reaper's and the inbox poller's modules also add their beat entries).
+for _module in TASK_MODULES:
+    app.autodiscover_tasks(["workers"], related_name=_module, force=True)

@@ -14,16 +14,16 @@ import threading
 import time
 from typing import Any
 
-from celery import Task, signals
+from celery import Task, shared_task, signals
 from celery.canvas import signature
 from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import Batches, SimpleRequest, partition
 from celery_batches.trace import apply_batches_task
 
 from invoicechain import pipeline
+from ingestion import documents
 from invoicechain.config import get_settings
-from invoicechain.decisions import Step
-from workers.celery_app import app
+from invoicechain.decisions import Decision, Step
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ def _after_fork(**_: Any) -> None:
     dispose_engines()
 
 
+class InvoiceFailed(Exception):
+    """The step ended its invoice `failed` (a damaged PDF, say): the task fails too, so Flower
+    and the result backend show FAILURE with the invoice's reason, not SUCCESS."""
+
+
 class PipelineTask(Task):
     """Base for the steps: failure leaves the invoice `failed` with the reason.
 
@@ -70,11 +75,36 @@ class PipelineTask(Task):
     retry_jitter = True
     max_retries = MAX_RETRIES
     step: str | None = None
+    throws = (InvoiceFailed,)  # an expected outcome: logged as a failure without a traceback
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, InvoiceFailed):
+            return  # the step has already recorded the invoice's failure and its reason
         invoice_id = args[0] if args else kwargs.get("invoice_id")
         if isinstance(invoice_id, str):
             pipeline.fail_invoice(invoice_id, self.step, _reason(self.step, exc))
+
+    def __call__(self, *args, **kwargs):
+        """Count the start in Postgres (the crash cap), run the step, clear the count when it ends
+        (a step that finishes clears it in its own transaction; any other end clears it here)."""
+        from invoicechain import recovery
+
+        invoice_id = args[0] if args else kwargs.get("invoice_id")
+        if not (self.step and isinstance(invoice_id, str)):
+            return super().__call__(*args, **kwargs)
+        try:
+            verdict = recovery.start_attempt(invoice_id, self.step)
+        except TRANSIENT as exc:  # the database is restarting: come back later, lose nothing
+            raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1)), max_retries=None) from exc
+        if verdict.exhausted:
+            self.request.chain = None  # failed with worker_crashed and dead-lettered
+            return invoice_id
+        try:
+            result = super().__call__(*args, **kwargs)
+        except BaseException:  # a handled end (failure recorded, or a retry): not a crash
+            recovery.end_attempt(invoice_id, self.step)
+            raise
+        return result
 
 
 def _reason(step: str | None, exc: BaseException) -> str:
@@ -86,20 +116,31 @@ def _reason(step: str | None, exc: BaseException) -> str:
 def _continue_or_stop(task: Task, result: pipeline.StepResult) -> str:
     if not result.proceed:
         task.request.chain = None  # the invoice stops here (terminal or waiting for a person)
+    if result.decision == Decision.FAILED:
+        raise InvoiceFailed(f"Invoice {result.invoice_id} failed at {result.step}: {_invoice_error(result.invoice_id)}")
     return result.invoice_id
 
 
-@app.task(bind=True, base=PipelineTask, name="invoicechain.ingest")
+def _invoice_error(invoice_id: str) -> str:
+    from invoicechain.db.session import session_scope
+    from invoicechain.db.tables import Invoice
+
+    with session_scope() as session:
+        inv = session.get(Invoice, invoice_id)
+        return (inv.error if inv is not None and inv.error else "see the invoice")[:500]
+
+
+@shared_task(bind=True, base=PipelineTask, name="invoicechain.ingest")
 def ingest(self, invoice_id: str) -> str:
     """PDF text and page count."""
-    return _continue_or_stop(self, pipeline.run_ingest(invoice_id))
+    return _continue_or_stop(self, documents.run_ingest(invoice_id))
 
 
 ingest.step = Step.INGEST
 
 
 def _toolchain_task(step: str):
-    @app.task(bind=True, base=PipelineTask, name=f"invoicechain.{step}")
+    @shared_task(bind=True, base=PipelineTask, name=f"invoicechain.{step}")
     def run(self, invoice_id: str) -> str:
         return _continue_or_stop(self, pipeline.run_toolchain_step(invoice_id, step, proposer=toolchain_proposer(step)))
 
@@ -114,9 +155,11 @@ run_approval = _toolchain_task(Step.APPROVAL)
 trigger_payment = _toolchain_task(Step.PAYMENT)
 
 
-@app.task(name="invoicechain.mark_failed")
+@shared_task(name="invoicechain.mark_failed")
 def mark_failed(request, exc, traceback) -> None:
     """Error callback of every invoice chain (runs in the worker where the step failed)."""
+    if isinstance(exc, InvoiceFailed) or type(exc).__name__ == "InvoiceFailed":
+        return  # recorded by the step itself
     args = getattr(request, "args", None) or []
     invoice_id = args[0] if args and isinstance(args[0], str) else None
     step = (getattr(request, "task", "") or "").removeprefix("invoicechain.") or None
@@ -204,18 +247,62 @@ class ExtractBatches(Batches):
             for req in acks_late:
                 req.acknowledge()
 
+        def on_error(einfo):
+            self._batch_done()
+            from billiard.exceptions import WorkerLostError
+
+            exc = getattr(einfo, "exception", einfo)
+            exc = getattr(exc, "exc", exc)  # billiard hands the pool's error wrapped with its traceback
+            lost = isinstance(exc, WorkerLostError)
+            for req in acks_late:
+                if lost:  # the pool process died (a crash, kill -9): deliver the batch again now
+                    req.reject(requeue=True)
+                else:  # hard time limit: the invoices fail with the reason, the messages are done
+                    pipeline.fail_invoice(req.args[0], Step.EXTRACT, f"The extract step failed: {exc!r}"[:2000])
+                    req.acknowledge()
+
         # The time limits grow with the batch: one limit for a whole batch would fail every
         # invoice of a large batch on a slow machine.
         soft, hard = get_settings().extract_time_limits(len(requests))
         self._in_flight += 1
         return self._pool.apply_async(
             apply_batches_task, (self, (simple,), 0, None), accept_callback=on_accepted, callback=on_return,
-            error_callback=self._batch_done, soft_timeout=soft, timeout=hard,
+            error_callback=on_error, soft_timeout=soft, timeout=hard,
         )
 
 
+@signals.task_received.connect
+def _announce_batched_request(request=None, **_: Any) -> None:
+    """celery-batches buffers extract requests without the `task-received` event the default
+    strategy sends, so Flower never learnt their name or invoice id: send it here."""
+    if request is None or getattr(request, "name", None) != "invoicechain.extract":
+        return
+    request.send_event(
+        "task-received", name=request.name, args=request.argsrepr, kwargs=request.kwargsrepr,
+        root_id=request.root_id, parent_id=request.parent_id, retries=request.request_dict.get("retries", 0),
+        eta=request.eta, expires=request.expires,
+    )
+
+
+def _announce_started(task: Task, requests: list[SimpleRequest]) -> None:
+    """Each invoice of the batch shows as started (sent from the pool process, before its outcome)."""
+    try:
+        with task.app.events.default_dispatcher(hostname=requests[0].hostname if requests else None) as events:
+            for req in requests:
+                events.send("task-started", uuid=req.id)  # the dispatcher adds this process's pid
+    except Exception as exc:  # monitoring never stops extraction
+        log.warning("task-started events not sent: %s", exc)
+
+
 def _finish_request(task: Task, req: SimpleRequest, result: pipeline.StepResult, runtime_s: float) -> None:
-    """Record success for one request of a batch and start the rest of its chain."""
+    """Record success for one request of a batch and start the rest of its chain.
+
+    An invoice the step left failed, or one that does not exist, is a failed task."""
+    if result.decision == Decision.FAILED or (result.decision is None and not result.replayed):
+        reason = "no such invoice" if result.decision is None else "the invoice failed"
+        with task.app.events.default_dispatcher(hostname=req.hostname) as events:
+            events.send("task-failed", uuid=req.id, exception=f"InvoiceFailed('{result.invoice_id}: {reason}')", traceback="")
+        return
     with task.app.events.default_dispatcher(hostname=req.hostname) as events:
         events.send("task-succeeded", uuid=req.id, result=repr(result.invoice_id), runtime=runtime_s)
     chain = list(getattr(req, "chain", None) or [])
@@ -230,7 +317,7 @@ def _fail_request(task: Task, req: SimpleRequest, invoice_id: str, reason: str) 
         events.send("task-failed", uuid=req.id, exception=reason[:500], traceback="")
 
 
-@app.task(
+@shared_task(
     bind=True,
     base=ExtractBatches,
     name="invoicechain.extract",
@@ -245,36 +332,122 @@ def extract(self, requests: list[SimpleRequest]) -> None:
     by_id: dict[str, list[SimpleRequest]] = {}
     for req in requests:
         by_id.setdefault(req.args[0], []).append(req)
+    _announce_started(self, requests)
+    _extract_guarded(self, by_id, t0)
+    return None
+
+
+def _extract_guarded(task: Task, by_id: dict[str, list[SimpleRequest]], t0: float) -> None:
+    """Decode with every start counted in Postgres. Invoices that never crashed a worker go in
+    one batch; an invoice whose earlier start never ended (its worker died under it) is decoded
+    and saved alone, counted just before, so a document that kills its worker is the only one
+    charged for it and is dead-lettered past `max_step_attempts`."""
+    from invoicechain import recovery
+    from invoicechain.db.session import session_scope
+
     try:
-        todo = pipeline.extraction_inputs(list(by_id))
+        with session_scope() as session:
+            prior = recovery.attempts_of(session, list(by_id), Step.EXTRACT)
+    except TRANSIENT as exc:
+        _requeue_or_fail(task, [r for reqs in by_id.values() for r in reqs], exc)
+        return
+    clean = [i for i in by_id if not prior.get(i)]
+    suspects = sorted((i for i in by_id if prior.get(i)), key=lambda i: prior[i])
+    if clean:
+        _extract_group(task, {i: by_id[i] for i in clean}, t0)
+    for invoice_id in suspects:
+        _extract_group(task, {invoice_id: by_id[invoice_id]}, t0)
+
+
+def _extract_group(task: Task, by_id: dict[str, list[SimpleRequest]], t0: float) -> None:
+    """One batched, constrained generation for `by_id`, each result saved and handed on."""
+    from invoicechain import recovery
+
+    requests = [r for reqs in by_id.values() for r in reqs]
+    try:
+        for invoice_id in list(by_id):
+            if recovery.start_attempt(invoice_id, Step.EXTRACT).exhausted:
+                by_id.pop(invoice_id)  # failed with worker_crashed and dead-lettered: its chain ends
+        todo = documents.extraction_inputs(list(by_id))
+        _crash_if_marked(todo)
         t_model = time.perf_counter()
         results = model_runtime().extract(list(todo.values())) if todo else []
         model_s = time.perf_counter() - t_model
+        _recall_vendors(todo, results)
     except TRANSIENT + (MemoryError,) as exc:
-        _requeue_or_fail(self, requests, exc)
-        return None
+        for invoice_id in by_id:
+            recovery.end_attempt(invoice_id, Step.EXTRACT)
+        _requeue_or_fail(task, requests, exc)
+        return
     except Exception as exc:  # the whole batch failed in the model: every invoice gets the reason
         log.exception("extraction batch of %d failed", len(requests))
         for invoice_id, reqs in by_id.items():
             for req in reqs:
-                _fail_request(self, req, invoice_id, _reason(Step.EXTRACT, exc))
-        return None
+                _fail_request(task, req, invoice_id, _reason(Step.EXTRACT, exc))
+            recovery.end_attempt(invoice_id, Step.EXTRACT)
+        return
     done = dict(zip(todo, results))
     runtime_s = time.perf_counter() - t0
     for invoice_id, reqs in by_id.items():
         try:
             if invoice_id in done:
                 step_t0 = pipeline.batched_step_start(model_s, t_model - t0, len(by_id))
-                result = pipeline.save_extraction(invoice_id, done[invoice_id], t0=step_t0, model_ms=1000 * model_s)
+                result = documents.save_extraction(invoice_id, done[invoice_id], t0=step_t0, model_ms=1000 * model_s)
             else:  # already extracted (redelivery) or unknown invoice
                 result = pipeline.extraction_replay(invoice_id) or pipeline.StepResult(invoice_id, Step.EXTRACT, None, False)
-            for req in reqs:
-                _finish_request(self, req, result, runtime_s)
+        except TRANSIENT as exc:  # Postgres went away: the extraction is decoded again later
+            log.warning("saving extraction for %s failed for now (%s): sent again", invoice_id, exc)
+            recovery.end_attempt(invoice_id, Step.EXTRACT)
+            _requeue_or_fail(task, reqs, exc)
+            continue
         except Exception as exc:
             log.exception("saving extraction for %s failed", invoice_id)
             for req in reqs:
-                _fail_request(self, req, invoice_id, _reason(Step.EXTRACT, exc))
-    return None
+                _fail_request(task, req, invoice_id, _reason(Step.EXTRACT, exc))
+            recovery.end_attempt(invoice_id, Step.EXTRACT)
+            continue
+        for req in reqs:
+            _hand_on(task, req, result, runtime_s)
+        recovery.end_attempt(invoice_id, Step.EXTRACT)
+
+
+#: Seconds between tries to hand a saved extraction on while the broker is away.
+HAND_ON_BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
+
+
+def _hand_on(task: Task, req: SimpleRequest, result: pipeline.StepResult, runtime_s: float) -> None:
+    """`_finish_request`, tried again while the broker is unreachable. The extraction is saved
+    whatever happens: an invoice whose next step could not be sent is left in `processing`
+    and the reaper sends that step past its deadline; it is never failed for the broker."""
+    for pause in (*HAND_ON_BACKOFF_S, None):
+        try:
+            _finish_request(task, req, result, runtime_s)
+            return
+        except TRANSIENT as exc:
+            if pause is None:
+                log.error("could not hand %s on (%s): the reaper sends its next step", result.invoice_id, exc)
+                return
+            log.warning("handing %s on failed (%s): again in %.1f s", result.invoice_id, exc, pause)
+            time.sleep(pause)
+
+
+def _recall_vendors(todo: dict[str, str], results: list) -> None:
+    """Per-vendor memories learned from reviewers' corrections read their vendor's fields."""
+    from models.vendor_memory import load_memories, recall
+
+    memories = load_memories(get_settings().resolved_vendor_memory_file)
+    for text, result in zip(todo.values(), results):
+        result.memory = recall(memories, text, result) if memories else None
+
+
+def _crash_if_marked(todo: dict[str, str]) -> None:
+    """Fault injection for recovery drills (settings.crash_marker): exit as a killed worker would."""
+    import os
+
+    marker = get_settings().crash_marker
+    if marker and any(marker in text for text in todo.values()):
+        log.error("crash marker found: this worker process exits now")
+        os._exit(137)
 
 
 def _requeue_or_fail(task: Task, requests: list[SimpleRequest], exc: BaseException) -> None:
@@ -292,8 +465,20 @@ def _requeue_or_fail(task: Task, requests: list[SimpleRequest], exc: BaseExcepti
 # --- training ----------------------------------------------------------------------------
 
 
-@app.task(
+class TrainingTask(Task):
+    """A training task that dies (hard time limit, lost worker) leaves its job `failed` with the reason."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        from training.jobs import mark_failed
+
+        if args:
+            mark_failed(str(args[0]), f"the training task stopped: {type(exc).__name__}: {exc}; "
+                        "no version was registered and the active adapter is unchanged")
+
+
+@shared_task(
     bind=True,
+    base=TrainingTask,
     name="invoicechain.train_adapter",
     acks_late=True,
     soft_time_limit=get_settings().training_time_limit_s - 60,
@@ -303,7 +488,7 @@ def _requeue_or_fail(task: Task, requests: list[SimpleRequest], exc: BaseExcepti
 def train_adapter(self, job_id: str) -> dict:
     """A LoRA fine-tuning job; PROGRESS states carry step, loss and eval loss for Flower and the API.
 
-    A redelivered job (worker crash) resumes from its last checkpoint.
+    A redelivered job (its worker was killed) ends `failed` with the reason; nothing is registered.
     """
     from training.jobs import job_cancel_requested, run_training_job
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import SettingsDep
+from api.deps import SettingsDep, current_identity
+from invoicechain.auth import Scope
 from invoicechain.db.session import get_engine
 
 router = APIRouter(tags=["health"])
@@ -40,7 +43,18 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+async def _metrics_access(settings: SettingsDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+                    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    """settings.metrics_access: `public` open, `key` a `read` key, `off` not served (404)."""
+    if settings.metrics_access == "off":
+        raise HTTPException(404, "Not Found")
+    if settings.metrics_access == "key":
+        identity = await current_identity(settings, authorization, x_api_key)
+        if not identity.allows(Scope.READ):
+            raise HTTPException(403, "This API key lacks the `read` scope.")
+
+
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(_metrics_access)])
 def metrics() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

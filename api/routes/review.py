@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import func, select
 
-from api.deps import SessionDep
+from api.deps import ReadAccess, SessionDep
 from api.routes.invoices import invoice_out
 from api.schemas import InvoicePage
 from invoicechain.db.tables import Invoice
@@ -16,11 +16,11 @@ from invoicechain.decisions import InvoiceStatus
 router = APIRouter(prefix="/v1/review-queue", tags=["review"])
 
 
-@router.get("", response_model=InvoicePage)
+@router.get("", response_model=InvoicePage, dependencies=[ReadAccess])
 def review_queue(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> InvoicePage:
     """Invoices in `needs_review`, oldest first (with their steps, to see what disagreed)."""
     where = Invoice.status == InvoiceStatus.NEEDS_REVIEW

@@ -38,7 +38,7 @@ class Policy:
     reject_above: Decimal | None
     vendor_risk: dict[str, Decimal] = field(default_factory=dict)
     department_limits: dict[str, Decimal] = field(default_factory=dict)
-    po_exceptions: frozenset[str] = frozenset({"PARTIAL", "NO_MATCH"})
+    po_exceptions: frozenset[str] = frozenset({Decision.PARTIAL, Decision.NO_MATCH})
     no_po: str = "auto"
     exception_roles: tuple[str, ...] = ()
     fx_to_eur: dict[str, Decimal] = field(default_factory=dict)
@@ -145,7 +145,9 @@ def prior_decision(session: Session, invoice: Invoice, step: str) -> str | None:
 
 
 def run_approval(session: Session, invoice: Invoice, settings: Settings, *, today: date | None = None) -> RuleResult:
-    """APPROVED, PENDING_APPROVAL (with the approvers needed) or REJECTED."""
+    """APPROVED, PENDING_APPROVAL (with the approvers needed) or REJECTED.
+
+    Long because the policy reads top to bottom: amount, tiers, vendor risk, department limit and PO exception each add their reason in the order a reviewer reads them."""
     fields = invoice.fields or {}
     policy = load_policy(session, settings)
     vendor = resolve_vendor(session, fields.get("vendor_name")).vendor

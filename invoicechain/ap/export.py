@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from invoicechain.config import Settings
 from invoicechain.db.tables import Payment, PaymentBatch, Vendor, utcnow
+from invoicechain.enums import PaymentBatchStatus
 
 CSV_COLUMNS = (
     "payment_id", "batch_id", "invoice_id", "reference", "vendor_id", "creditor_name", "iban", "bic",
@@ -50,7 +51,7 @@ def batches_to_export(session: Session, batch_id: int | None = None) -> list[Pay
         if batch is None:
             raise ExportError(f"There is no payment batch {batch_id}.")
         return [batch]
-    batches = session.exec(select(PaymentBatch).where(PaymentBatch.status == "open").order_by(PaymentBatch.id)).all()
+    batches = session.exec(select(PaymentBatch).where(PaymentBatch.status == PaymentBatchStatus.OPEN).order_by(PaymentBatch.id)).all()
     return [b for b in batches if session.exec(select(Payment.id).where(Payment.batch_id == b.id)).first() is not None]
 
 
@@ -144,8 +145,8 @@ def export_batch(session: Session, batch: PaymentBatch, out_dir: Path, settings:
                     fmt = "both"
     if fmt in ("csv", "both"):
         result.files.append(write_csv(session, batch, out_dir / f"{stem}.csv"))
-    if batch.status != "exported":
-        batch.status = "exported"
+    if batch.status != PaymentBatchStatus.EXPORTED:
+        batch.status = PaymentBatchStatus.EXPORTED
         batch.exported_at = utcnow()
         session.add(batch)
     session.flush()

@@ -26,6 +26,7 @@ from invoicechain.ap.vendors import resolve_vendor
 from invoicechain.config import Settings
 from invoicechain.db.tables import GoodsReceipt, Invoice, PurchaseOrder, PurchaseOrderLine, Vendor
 from invoicechain.decisions import Decision, Reason
+from invoicechain.enums import PurchaseOrderStatus
 
 #: Edits allowed between a typed PO number and the real one (after folding look-alikes).
 MAX_TYPO_EDITS = 2
@@ -178,7 +179,7 @@ def po_candidates(
     if among is None:
         pos = session.exec(
             select(PurchaseOrder)
-            .where(PurchaseOrder.vendor_id == vendor.id, PurchaseOrder.status == "open")
+            .where(PurchaseOrder.vendor_id == vendor.id, PurchaseOrder.status == PurchaseOrderStatus.OPEN)
             .order_by(PurchaseOrder.id)
         ).all()
     else:
@@ -244,6 +245,75 @@ def _lines_by_po(session: Session, po_ids: list[int]) -> dict[int, list[Purchase
     return out
 
 
+def _blocking(po: PurchaseOrder, vendor: Vendor | None, fields: dict) -> list[dict]:
+    """Why this PO cannot be matched at all: another vendor's, another currency, or not open."""
+    blocking: list[dict] = []
+    if vendor is not None and po.vendor_id != vendor.id:
+        blocking.append(
+            reason(Reason.VENDOR_MISMATCH, f"PO {po.po_number} belongs to vendor {po.vendor_id}, not to {vendor.name} ({vendor.id}).")
+        )
+    currency = fields.get("currency")
+    if currency and po.currency and currency != po.currency:
+        blocking.append(
+            reason(Reason.CURRENCY_MISMATCH, f"The invoice is in {currency} but PO {po.po_number} is in {po.currency}.")
+        )
+    if po.status != PurchaseOrderStatus.OPEN:
+        blocking.append(reason(Reason.PO_NOT_FOUND, f"PO {po.po_number} is {po.status}, not open."))
+    return blocking
+
+
+def _check_line(
+    i: int,
+    line: dict,
+    pl: PurchaseOrderLine | None,
+    po_number: str,
+    received: dict[int, Decimal],
+    three_way: bool,
+    price_tol: Decimal,
+    qty_tol: Decimal,
+) -> tuple[dict, list[dict]]:
+    """One invoice line against its PO line: the line's row for the context and its exceptions
+    (not on the PO, price over tolerance, quantity over the order or over what was received)."""
+    q, p = dec(line.get("quantity")), dec(line.get("unit_price"))
+    desc = short(line.get("description") or f"line {i + 1}")
+    row = {"desc": short(desc, 32), "qty": qty(q), "price": money(p), "po_line": None}
+    found: list[dict] = []
+    if pl is None:
+        found.append(
+            reason(Reason.QUANTITY_OVER_PO, f"Line {i + 1} '{desc}' (quantity {qty(q) or '?'}) is not on PO {po_number}.")
+        )
+        return row, found
+    po_q, po_p = dec(pl.quantity), dec(pl.unit_price)
+    got = received.get(pl.line_no, Decimal("0"))
+    row.update({"po_line": pl.line_no, "po_qty": qty(po_q), "po_price": money(po_p)})
+    if three_way:
+        row["received"] = qty(got)
+    if p is not None and po_p is not None and p - po_p > po_p * price_tol + Decimal("0.005"):
+        over = (p - po_p) / po_p * 100 if po_p else Decimal("0")
+        found.append(
+            reason(
+                Reason.PRICE_OVER_TOLERANCE,
+                f"Line {i + 1} '{desc}': unit price {money(p)} is {over:.1f}% above the PO price {money(po_p)} "
+                f"(tolerance {price_tol * 100:.1f}%).",
+            )
+        )
+    if q is not None and po_q is not None and q > po_q * (1 + qty_tol):
+        found.append(
+            reason(
+                Reason.QUANTITY_OVER_PO,
+                f"Line {i + 1} '{desc}': quantity {qty(q)} is over the {qty(po_q)} ordered on PO {po_number}.",
+            )
+        )
+    if three_way and q is not None and q > got * (1 + qty_tol):
+        found.append(
+            reason(
+                Reason.QUANTITY_OVER_RECEIPT,
+                f"Line {i + 1} '{desc}': quantity {qty(q)} is over the {qty(got)} received against PO {po_number}.",
+            )
+        )
+    return row, found
+
+
 def _compare(
     session: Session,
     po: PurchaseOrder,
@@ -254,6 +324,8 @@ def _compare(
     reasons: list[dict],
     facts: dict,
 ) -> RuleResult:
+    """One invoice against one PO: 2-way (order) or 3-way (order and goods receipts), line by line
+    and on the amount remaining."""
     price_tol = Decimal(str(settings.price_tolerance))
     qty_tol = Decimal(str(settings.quantity_tolerance))
     po_lines = _lines_by_po(session, [po.id]).get(po.id, [])
@@ -275,18 +347,7 @@ def _compare(
         "match": "3-way" if three_way else "2-way",
     }
 
-    blocking: list[dict] = []
-    if vendor is not None and po.vendor_id != vendor.id:
-        blocking.append(
-            reason(Reason.VENDOR_MISMATCH, f"PO {po.po_number} belongs to vendor {po.vendor_id}, not to {vendor.name} ({vendor.id}).")
-        )
-    currency = fields.get("currency")
-    if currency and po.currency and currency != po.currency:
-        blocking.append(
-            reason(Reason.CURRENCY_MISMATCH, f"The invoice is in {currency} but PO {po.po_number} is in {po.currency}.")
-        )
-    if po.status != "open":
-        blocking.append(reason(Reason.PO_NOT_FOUND, f"PO {po.po_number} is {po.status}, not open."))
+    blocking = _blocking(po, vendor, fields)
     if blocking:
         return RuleResult(Decision.NO_MATCH, reasons + blocking, facts)
 
@@ -296,44 +357,7 @@ def _compare(
     context_lines = []
     flagged: set[int] = set()  # invoice lines with an exception
     for i, line in enumerate(inv_lines):
-        q, p = dec(line.get("quantity")), dec(line.get("unit_price"))
-        desc = short(line.get("description") or f"line {i + 1}")
-        pl = pairs.get(i)
-        row = {"desc": short(desc, 32), "qty": qty(q), "price": money(p), "po_line": None}
-        found: list[dict] = []
-        if pl is None:
-            found.append(
-                reason(Reason.QUANTITY_OVER_PO, f"Line {i + 1} '{desc}' (quantity {qty(q) or '?'}) is not on PO {po.po_number}.")
-            )
-        else:
-            po_q, po_p = dec(pl.quantity), dec(pl.unit_price)
-            got = received.get(pl.line_no, Decimal("0"))
-            row.update({"po_line": pl.line_no, "po_qty": qty(po_q), "po_price": money(po_p)})
-            if three_way:
-                row["received"] = qty(got)
-            if p is not None and po_p is not None and p - po_p > po_p * price_tol + Decimal("0.005"):
-                over = (p - po_p) / po_p * 100 if po_p else Decimal("0")
-                found.append(
-                    reason(
-                        Reason.PRICE_OVER_TOLERANCE,
-                        f"Line {i + 1} '{desc}': unit price {money(p)} is {over:.1f}% above the PO price {money(po_p)} "
-                        f"(tolerance {price_tol * 100:.1f}%).",
-                    )
-                )
-            if q is not None and po_q is not None and q > po_q * (1 + qty_tol):
-                found.append(
-                    reason(
-                        Reason.QUANTITY_OVER_PO,
-                        f"Line {i + 1} '{desc}': quantity {qty(q)} is over the {qty(po_q)} ordered on PO {po.po_number}.",
-                    )
-                )
-            if three_way and q is not None and q > got * (1 + qty_tol):
-                found.append(
-                    reason(
-                        Reason.QUANTITY_OVER_RECEIPT,
-                        f"Line {i + 1} '{desc}': quantity {qty(q)} is over the {qty(got)} received against PO {po.po_number}.",
-                    )
-                )
+        row, found = _check_line(i, line, pairs.get(i), po.po_number, received, three_way, price_tol, qty_tol)
         if found:
             flagged.add(i)
             exceptions.extend(found)

@@ -22,11 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from invoicechain.lexicon import lexicon
 from invoicechain.ap.findings import RuleResult, dec, money, parse_date, reason
 from invoicechain.ap.vendors import bank_account_differs, resolve_vendor
 from invoicechain.config import Settings
 from invoicechain.db.tables import Invoice, Payment, PaymentBatch, Vendor
 from invoicechain.decisions import Decision, Reason
+from invoicechain.enums import PaymentBatchStatus, VendorStatus
 
 DEFAULT_NET_DAYS = 30
 
@@ -42,26 +44,21 @@ class Terms:
     on_receipt: bool = False
 
 
-# Terms are printed in the vendor's language: the patterns know the usual wordings in
-# English, German, French, Dutch, Spanish and Italian.
-_DAYS = r"(?:days?|tage[n]?|jours?|dagen|d[ií]as|giorni|gg)"
-_NETWORD = r"(?:net|netto|neto|netos|n)"
+# Terms are printed in the vendor's language: the words of each part of a terms phrase come
+# from the lexicon (`invoicechain/lexicon/*.yaml`, `payment_terms`), one file per language.
+_TERMS = lexicon()
+_DAYS = _TERMS.terms("days")
+_NETWORD = _TERMS.terms("net")
 _DISCOUNT_SLASH = re.compile(rf"(\d+(?:[.,]\d+)?)\s*%?\s*/\s*(\d+)\s*{_DAYS}?\s*[,;]?\s*{_NETWORD}\s*/?\s*(\d+)", re.I)
 _DISCOUNT_PCT_FIRST = re.compile(
-    rf"(\d+(?:[.,]\d+)?)\s*%\s*(?:skonto\s*|discount\s*|remise\s*|korting\s*|descuento\s*|sconto\s*)?"
-    rf"(?:if paid\s*)?(?:within|in|à|a|binnen|innerhalb|entro|en)?\s*(\d+)\s*{_DAYS}",
+    rf"(\d+(?:[.,]\d+)?)\s*%\s*(?:{_TERMS.terms('discount')}\s*)?"
+    rf"(?:{_TERMS.terms('condition')}\s*)?{_TERMS.terms('within')}?\s*(\d+)\s*{_DAYS}",
     re.I,
 )
 _DISCOUNT_DAYS_FIRST = re.compile(rf"(\d+)\s*{_DAYS}\s*(\d+(?:[.,]\d+)?)\s*%", re.I)
-_NET_DAYS = re.compile(rf"(\d+)\s*{_DAYS}|\b{_NETWORD}\.?\s*(?:à\s*|a\s*)?/?\s*(\d+)", re.I)
-_EOM = re.compile(
-    r"\beom\b|end\s+of\s+(?:the\s+)?month|monatsende|fin\s+de\s+mois|einde\s+van\s+de\s+maand|fin\s+de\s+mes|fine\s+mese",
-    re.I,
-)
-_RECEIPT = re.compile(
-    r"receipt|immediate|on\s+delivery|\bcod\b|sofort|nach\s+erhalt|r[ée]ception|ontvangst|recepci[óo]n|ricevimento|vista",
-    re.I,
-)
+_NET_DAYS = re.compile(rf"(\d+)\s*{_DAYS}|\b{_NETWORD}\.?\s*(?:{_TERMS.terms('net_to')}\s*)?/?\s*(\d+)", re.I)
+_EOM = re.compile(_TERMS.terms("end_of_month"), re.I)
+_RECEIPT = re.compile(_TERMS.terms("on_receipt"), re.I)
 
 
 def parse_terms(terms: str | None) -> Terms | None:
@@ -179,11 +176,13 @@ def trigger_payment(session: Session, invoice: Invoice, settings: Settings, *, t
     if vendor is None:
         holds.append(reason(Reason.PAYMENT_BLOCKED_VENDOR, f"The vendor '{fields.get('vendor_name')}' has no vendor record to pay."))
     else:
-        if vendor.status in ("on_hold", "blocked"):
-            status = "on hold" if vendor.status == "on_hold" else "blocked"
+        if vendor.status in (VendorStatus.ON_HOLD, VendorStatus.BLOCKED):
+            status = vendor.status.replace("_", " ")
             holds.append(
                 reason(Reason.PAYMENT_BLOCKED_VENDOR, f"The vendor {vendor.name} ({vendor.id}) is {status}: the payment of {money(sched.amount)} {currency} is held.")
             )
+        if vendor.status == VendorStatus.PENDING_BANK_CONFIRMATION:
+            holds.append(reason(Reason.BANK_ACCOUNT_UNVERIFIED, f"The bank details of the new vendor {vendor.name} ({vendor.id}) wait for a second person's confirmation: the payment is held."))
         differs, sentence = bank_account_differs(fields, vendor)
         facts["bank_matches_record"] = not differs
         if differs:
@@ -227,7 +226,7 @@ def open_batch(session: Session, currency: str) -> PaymentBatch:
     """The open payment batch for a currency, created when there is none."""
     batch = session.exec(
         select(PaymentBatch)
-        .where(PaymentBatch.currency == currency, PaymentBatch.status == "open")
+        .where(PaymentBatch.currency == currency, PaymentBatch.status == PaymentBatchStatus.OPEN)
         .order_by(PaymentBatch.id)
         .with_for_update(read=True)
     ).first()
@@ -290,7 +289,7 @@ def unschedule_payment(session: Session, invoice_id: str) -> bool:
     if payment is None:
         return False
     batch = session.get(PaymentBatch, payment.batch_id)
-    if batch is not None and batch.status != "open":
+    if batch is not None and batch.status != PaymentBatchStatus.OPEN:
         raise ValueError(f"The payment of invoice {invoice_id} was already exported in batch {batch.id}.")
     session.delete(payment)
     session.flush()

@@ -20,6 +20,7 @@ from invoicechain.config import Settings, get_settings
 from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, StepRun, utcnow
 from invoicechain.decisions import STEP_DECISIONS, TOOLCHAIN_STEPS, Decision, InvoiceStatus, Reason, Step
 from invoicechain.schema import InvoiceFields
+from invoicechain.enums import StepRunStatus
 
 #: Reason codes an overridden decision is recorded with when the reviewer names none and
 #: the rules did not reach the same decision.
@@ -253,7 +254,7 @@ def _override(
     who = f"Reviewer {actor} set {step} to {decision}" + (f": {why}" if why else ".")
     if run is None:
         run = StepRun(invoice_id=invoice.id, step=str(step))
-    run.status = "done"
+    run.status = StepRunStatus.DONE
     run.decision = decision
     run.reasons = [make_reason(c, who) for c in codes] or [make_reason("OVERRIDDEN", who)]
     run.mode = "human"

@@ -32,6 +32,7 @@ from invoicechain.ap.validate import validate_invoice
 from invoicechain.config import Settings
 from invoicechain.db.tables import Invoice, StepRun, done_decisions, forget_step_runs, utcnow
 from invoicechain.decisions import STEP_DECISIONS, TOOLCHAIN_STEPS, Decision, InvoiceStatus, Reason, Step
+from invoicechain.enums import StepRunStatus
 
 #: proposer(step, context) -> {"decision": str, "reasons": [codes]} (the toolchain adapter).
 Proposer = Callable[[str, dict], dict]
@@ -162,6 +163,63 @@ def _adapter_reasons(proposal: dict, rules: RuleResult) -> list[dict]:
     return out
 
 
+@dataclass
+class _Proposal:
+    """What the toolchain adapter proposed for a step, as stored on the step run."""
+
+    output: dict | None
+    agree: bool | None
+    model_ms: float | None
+    adapter_version: str | None
+
+
+def _ask_adapter(
+    step: Step,
+    mode: str,
+    proposer: Proposer | None,
+    context: dict,
+    rules: RuleResult,
+    rules_output: dict,
+    reasons: list[dict],
+) -> tuple[str, list[dict], bool, _Proposal]:
+    """The toolchain adapter's proposal for a step beside the rules' verdict: in mode "model" its
+    decision stands; otherwise a disagreement (or no usable proposal) sends the invoice to a
+    person. Returns (decision, reasons, whether a person reviews, the proposal)."""
+    decision = str(rules.decision)
+    if proposer is None:
+        raise ValueError(f"{step} runs in mode {mode!r}, which needs the toolchain adapter; none was given")
+    t0 = time.perf_counter()
+    try:
+        raw = proposer(str(step), context)
+    except Exception as exc:  # an adapter failure must not decide anything: a person looks
+        raw = exc
+    model_ms = (time.perf_counter() - t0) * 1000.0
+    adapter_version = None
+    if isinstance(raw, dict) and raw.get("adapter_version") is not None:
+        adapter_version = str(raw["adapter_version"])
+    proposal, problem = normalize_proposal(step, raw)
+    if proposal is None:
+        reasons.append(
+            reason(Reason.MODEL_RULES_DISAGREE, f"The toolchain adapter gave no usable {step} decision ({problem}); the rules decided {rules.decision}.")
+        )
+        return decision, reasons, True, _Proposal({"error": problem}, False, model_ms, adapter_version)
+    agree = proposal["decision"] == str(rules.decision)
+    review = False
+    if mode == "model":
+        decision, reasons = proposal["decision"], _adapter_reasons(proposal, rules)
+    elif not agree:
+        review = True
+        theirs = ", ".join(proposal["reasons"]) or "no reasons"
+        ours = ", ".join(rules_output["reasons"]) or "no reasons"
+        reasons.append(
+            reason(
+                Reason.MODEL_RULES_DISAGREE,
+                f"The toolchain adapter proposed {proposal['decision']} ({theirs}) but the rules decided {rules.decision} ({ours}): a person decides.",
+            )
+        )
+    return decision, reasons, review, _Proposal(proposal, agree, model_ms, adapter_version)
+
+
 def run_step(
     step: str,
     invoice: Invoice,
@@ -189,43 +247,21 @@ def run_step(
     decision, reasons = str(rules.decision), list(rules.reasons)
     model_output = agree = model_ms = adapter_version = None
     review = False
-
     if mode != "rules":
-        if proposer is None:
-            raise ValueError(f"{step} runs in mode {mode!r}, which needs the toolchain adapter; none was given")
-        t0 = time.perf_counter()
-        try:
-            raw = proposer(str(step), context)
-        except Exception as exc:  # an adapter failure must not decide anything: a person looks
-            raw = exc
-        model_ms = (time.perf_counter() - t0) * 1000.0
-        if isinstance(raw, dict) and raw.get("adapter_version") is not None:
-            adapter_version = str(raw["adapter_version"])
-        proposal, problem = normalize_proposal(step, raw)
-        if proposal is None:
-            model_output = {"error": problem}
-            agree = False
-            review = True
-            reasons.append(
-                reason(Reason.MODEL_RULES_DISAGREE, f"The toolchain adapter gave no usable {step} decision ({problem}); the rules decided {rules.decision}.")
-            )
-        else:
-            model_output = proposal
-            agree = proposal["decision"] == str(rules.decision)
-            if mode == "model":
-                decision, reasons = proposal["decision"], _adapter_reasons(proposal, rules)
-            elif not agree:
-                review = True
-                theirs = ", ".join(proposal["reasons"]) or "no reasons"
-                ours = ", ".join(rules_output["reasons"]) or "no reasons"
-                reasons.append(
-                    reason(
-                        Reason.MODEL_RULES_DISAGREE,
-                        f"The toolchain adapter proposed {proposal['decision']} ({theirs}) but the rules decided {rules.decision} ({ours}): a person decides.",
-                    )
-                )
+        decision, reasons, review, asked = _ask_adapter(step, mode, proposer, context, rules, rules_output, reasons)
+        model_output, agree, model_ms, adapter_version = asked.output, asked.agree, asked.model_ms, asked.adapter_version
 
     status = InvoiceStatus.NEEDS_REVIEW if review else STOP_STATUS.get(decision)
+    if step == Step.VALIDATE and not review:
+        from invoicechain.ap.review_routing import only_unknown_vendor, review_reasons
+
+        if decision == Decision.INVALID and settings.unknown_vendor_review and only_unknown_vendor(reasons):
+            status = InvoiceStatus.NEEDS_REVIEW  # a question: create the vendor from the invoice
+        elif decision == Decision.VALID:
+            doubts = review_reasons(session, invoice, settings)
+            if doubts:
+                reasons.extend(doubts)
+                status = InvoiceStatus.NEEDS_REVIEW
     if step == Step.PAYMENT and decision == Decision.SCHEDULED and not review:
         payment = schedule_payment(session, invoice, today=today, checked=True)
         if payment is None:
@@ -251,7 +287,7 @@ def record_outcome(session: Session, invoice: Invoice, step: str, outcome: StepO
     run = session.exec(select(StepRun).where(StepRun.invoice_id == invoice.id, StepRun.step == str(step))).first()
     if run is None:
         run = StepRun(invoice_id=invoice.id, step=str(step))
-    run.status = "done"
+    run.status = StepRunStatus.DONE
     run.decision = outcome.decision
     run.reasons = outcome.reasons
     run.rules_output = outcome.rules_output

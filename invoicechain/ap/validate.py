@@ -21,6 +21,7 @@ from invoicechain.ap.vendors import VendorMatch, bank_account_differs, resolve_v
 from invoicechain.config import Settings
 from invoicechain.db.tables import Invoice, PostedInvoice, StepRun
 from invoicechain.decisions import Decision, InvoiceStatus, Reason, Step
+from invoicechain.enums import StepRunStatus, VendorStatus
 
 REQUIRED_FIELDS = ("invoice_id", "vendor_name", "invoice_date", "total_amount", "currency")
 #: An invoice dated further ahead than this is not accepted (typo in the year, or fraud).
@@ -63,9 +64,9 @@ def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, 
             reason(Reason.UNKNOWN_VENDOR, f"The vendor '{fields['vendor_name']}' is not in the vendor master.")
         )
     if vendor is not None:
-        if vendor.status == "blocked":
+        if vendor.status == VendorStatus.BLOCKED:
             blocking.append(reason(Reason.VENDOR_BLOCKED, f"The vendor {vendor.name} ({vendor.id}) is blocked."))
-        elif vendor.status == "on_hold":
+        elif vendor.status == VendorStatus.ON_HOLD:
             warnings.append(
                 reason(Reason.VENDOR_ON_HOLD, f"The vendor {vendor.name} ({vendor.id}) is on hold: payment will be held.")
             )
@@ -214,7 +215,7 @@ def _check_duplicates(session: Session, invoice: Invoice, fields: dict, match: V
         conditions.append(Invoice.fields["invoice_date"].as_string() == issued.isoformat())
     if conditions:
         accepted = select(StepRun.invoice_id).where(
-            StepRun.step == Step.VALIDATE, StepRun.status == "done", StepRun.decision == Decision.VALID
+            StepRun.step == Step.VALIDATE, StepRun.status == StepRunStatus.DONE, StepRun.decision == Decision.VALID
         )
         # The number/date filter narrows the invoices first; membership in `accepted` is
         # checked only for those few (a join would evaluate the JSON filter per step run).

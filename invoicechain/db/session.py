@@ -37,7 +37,9 @@ def get_engine(settings: Settings | None = None) -> Engine:
                     cur.execute("PRAGMA foreign_keys=ON")
                     cur.close()
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+                # Every checkout is pinged: a connection that died with a database restart is
+                # replaced before a step uses it (a statement failing mid-step may fail its invoice).
+                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
             _engines[url] = engine
         return engine
 

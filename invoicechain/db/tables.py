@@ -13,12 +13,21 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+from invoicechain.clock import utcnow
+from invoicechain.decisions import InvoiceStatus
+from invoicechain.enums import (
+    AdapterStatus,
+    MailStatus,
+    PaymentBatchStatus,
+    PurchaseOrderStatus,
+    StepRunStatus,
+    TrainingJobStatus,
+    VendorStatus,
+)
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def new_id() -> str:
@@ -42,12 +51,16 @@ class Document(SQLModel, table=True):
     text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     path: str = Field(max_length=1000, description="Bytes on disk, relative to the data dir.")
     created_at: datetime = Field(default_factory=utcnow)
+    #: A structured e-invoice's fields and what was read ({"fields", "meta"}), or its reading error.
+    einvoice: dict | None = json_field(default_factory=lambda: None)
+    #: OCR of a scan or photo: engine, per-page confidence and time, or why it was not read (ingestion.ocr).
+    ocr: dict | None = json_field(default_factory=lambda: None)
 
 
 class Invoice(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     document_id: str = Field(foreign_key="document.id", index=True, unique=True, max_length=32)
-    status: str = Field(default="received", index=True, max_length=32)
+    status: str = Field(default=InvoiceStatus.RECEIVED, index=True, max_length=32)
     current_step: str | None = Field(default=None, max_length=32)
     fields: dict | None = json_field(default_factory=lambda: None)
     confidence: dict | None = json_field(default_factory=lambda: None)
@@ -57,6 +70,13 @@ class Invoice(SQLModel, table=True):
     source: str = Field(default="api", max_length=50)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    #: Where the document came in: a mail (mailbox, message id, sender, subject, received) or a file.
+    intake: dict | None = json_field(default_factory=lambda: None)
+    #: What the document is (invoice, credit_note, receipt, reminder), whether it says it is already
+    #: paid, and its language (ISO 639-1): detected at extraction (extraction.indications).
+    document_type: str | None = Field(default=None, max_length=20)
+    paid: bool | None = None
+    language: str | None = Field(default=None, max_length=8)
 
 
 class StepRun(SQLModel, table=True):
@@ -68,7 +88,7 @@ class StepRun(SQLModel, table=True):
     invoice_id: str = Field(foreign_key="invoice.id", index=True, max_length=32)
     step: str = Field(max_length=32)
     attempt: int = 1
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    status: str = Field(default=StepRunStatus.RUNNING, max_length=16)
     decision: str | None = Field(default=None, max_length=32)
     reasons: list | None = json_field(default_factory=list)
     model_output: dict | None = json_field(default_factory=lambda: None)
@@ -96,6 +116,30 @@ class AuditEntry(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class MailMessage(SQLModel, table=True):
+    """The processed-message ledger: one row per mail of a mailbox, claimed before it is read.
+
+    Unique on (mailbox, message_key), so two pollers never take the same mail, and a mail seen
+    again after a restart is only flagged or moved, never read twice.
+    """
+
+    __table_args__ = (UniqueConstraint("mailbox", "message_key", name="uq_mailmessage_mailbox_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=200)
+    message_key: str = Field(max_length=400, description="Message-ID, or the SHA-256 of the raw mail when it has none.")
+    uid: str | None = Field(default=None, max_length=40)
+    status: str = Field(default=MailStatus.CLAIMED, index=True, max_length=16)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    sender: str | None = Field(default=None, max_length=300)
+    subject: str | None = Field(default=None, max_length=500)
+    received_at: datetime | None = None
+    invoice_ids: list | None = json_field(default_factory=list)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
 # --- accounts-payable master data ------------------------------------------------------
 
 
@@ -111,9 +155,15 @@ class Vendor(SQLModel, table=True):
     bic: str | None = Field(default=None, max_length=20)
     account_number: str | None = Field(default=None, max_length=40)
     routing_number: str | None = Field(default=None, max_length=20)
-    status: str = Field(default="active", max_length=16)  # active | on_hold | blocked
+    status: str = Field(default=VendorStatus.ACTIVE, max_length=32)
     risk: str = Field(default="low", max_length=16)  # low | medium | high
     department: str | None = Field(default=None, max_length=60)
+    # A vendor created from an invoice by a reviewer: its bank details wait in status
+    # pending_bank_confirmation until another person confirms them.
+    proposed_by: str | None = Field(default=None, max_length=200)
+    source_invoice_id: str | None = Field(default=None, max_length=32)
+    bank_confirmed_by: str | None = Field(default=None, max_length=200)
+    bank_confirmed_at: datetime | None = None
 
 
 class PurchaseOrder(SQLModel, table=True):
@@ -124,7 +174,7 @@ class PurchaseOrder(SQLModel, table=True):
     total: str = Field(max_length=20)
     remaining: str = Field(max_length=20, description="Open balance not yet invoiced.")
     department: str | None = Field(default=None, max_length=60)
-    status: str = Field(default="open", max_length=16)
+    status: str = Field(default=PurchaseOrderStatus.OPEN, max_length=16)
     issued_on: date | None = None
 
 
@@ -180,7 +230,7 @@ class ApprovalAction(SQLModel, table=True):
 class PaymentBatch(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     currency: str = Field(max_length=3, index=True)
-    status: str = Field(default="open", max_length=16)  # open | exported
+    status: str = Field(default=PaymentBatchStatus.OPEN, max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
     exported_at: datetime | None = None
 
@@ -215,7 +265,7 @@ class AdapterVersion(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=60)
     version: int
-    status: str = Field(default="candidate", max_length=16)  # candidate | active | retired
+    status: str = Field(default=AdapterStatus.CANDIDATE, max_length=16)
     path: str = Field(max_length=1000)
     base_fingerprint: str = Field(max_length=64)
     dataset_fingerprint: str | None = Field(default=None, max_length=64)
@@ -238,12 +288,16 @@ class PromotionDecision(SQLModel, table=True):
     forced: bool = False
     reason: str = Field(max_length=300)
     at: datetime = Field(default_factory=utcnow)
+    #: The evaluation-set comparison behind the decision (set, documents, overall and per-field figures).
+    comparison: dict | None = json_field(default_factory=lambda: None)
+    #: Who asked for it (API key owner, CLI user, or the training job).
+    actor: str | None = Field(default=None, max_length=200)
 
 
 class TrainingJob(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     adapter: str = Field(max_length=60)
-    status: str = Field(default="queued", index=True, max_length=16)  # queued|running|done|failed|cancelled
+    status: str = Field(default=TrainingJobStatus.QUEUED, index=True, max_length=16)
     data_source: str = Field(max_length=30)  # upload | synthetic | corrections
     data_path: str | None = Field(default=None, max_length=1000)
     params: dict | None = json_field()
@@ -280,5 +334,48 @@ def done_decisions(session, invoice_id: str) -> dict[str, str | None]:
     if cached is not None and cached[0] is session.get_transaction():
         runs = cached[1]
     else:
-        runs = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.status == "done")).all()
-    return {r.step: r.decision for r in runs if r.status == "done"}
+        runs = session.exec(select(StepRun).where(StepRun.invoice_id == invoice_id, StepRun.status == StepRunStatus.DONE)).all()
+    return {r.step: r.decision for r in runs if r.status == StepRunStatus.DONE}
+
+
+# --- reliability and security ------------------------------------------------------------
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored; the owner and role are the caller's identity."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    owner: str = Field(max_length=200)
+    role: str | None = Field(default=None, max_length=60)
+    scopes: list | None = json_field(default_factory=list)
+    prefix: str = Field(index=True, unique=True, max_length=16, description="Public part of the key, for lookup and listing.")
+    key_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class StepAttempt(SQLModel, table=True):
+    """How often a step of an invoice was started; past the cap the invoice ends `failed`."""
+
+    __table_args__ = (UniqueConstraint("invoice_id", "step", name="uq_stepattempt_invoice_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice.id", index=True, max_length=32)
+    step: str = Field(max_length=32)
+    attempts: int = 0
+    last_started_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(SQLModel, table=True):
+    """A document whose step kept crashing its worker; an admin may send it again."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice.id", index=True, max_length=32)
+    step: str = Field(max_length=32)
+    reason: str = Field(max_length=60)
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    retried_at: datetime | None = None
+    retried_by: str | None = Field(default=None, max_length=200)

@@ -31,7 +31,7 @@ def test_demo_runs_the_samples_through_the_chain_without_services(tmp_path, base
     env.update(INVOICECHAIN_DATA_DIR=str(data), INVOICECHAIN_MODEL_STORE=str(base_model_dir.parent),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
     proc = subprocess.run(
-        [sys.executable, "-m", "invoicechain.cli", "demo", "--samples", str(samples), "--timeout", "600"],
+        [sys.executable, "-m", "cli", "demo", "--samples", str(samples), "--timeout", "600"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -4,116 +4,17 @@ the default base model with its shipped adapters, and real PDFs from samples/.""
 from __future__ import annotations
 
 import json
-import os
 import time
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
-from sqlmodel import Session, create_engine, select
+from sqlmodel import Session, select
 
-from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, Payment, StepRun
-from invoicechain.processes import free_port, spawn, stop, wait_ready
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "samples"
-WAIT_STATES = {"needs_ocr", "failed", "invalid", "rejected", "payment_held", "payment_ready", "needs_review", "pending_approval"}
+from invoicechain.db.tables import ApprovalAction, AuditEntry, Invoice, Payment
+from tests.e2e.stack import api, sample, step_rows, submit_pdf, wait_for, wait_for_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def sample(expected_status: str | None = None, fault: str | None = None, has_po: bool | None = None) -> Path:
-    """A sample PDF whose ground truth matches the wish (the shortest answer first: CPU time)."""
-    metas = [m for m in SAMPLES.glob("*.json") if m.name != "master_data.json"]
-    metas.sort(key=lambda m: (len(json.loads(m.read_text())["fields"].get("line_items") or []), m.name))
-    for meta in metas:
-        if meta.name == "master_data.json":
-            continue
-        data = json.loads(meta.read_text())
-        faults = data.get("faults") or []
-        if fault is None and faults:
-            continue
-        if fault is not None and fault not in faults:
-            continue
-        if has_po is not None and bool(data["fields"].get("po_number")) != has_po:
-            continue
-        if expected_status == "payment_ready" and data["expected"].get("trigger_payment") != "SCHEDULED":
-            continue
-        return meta.with_suffix(".pdf")
-    raise LookupError(f"no sample with fault={fault} has_po={has_po}")
-
-
-@pytest.fixture
-def stack(tmp_path, pg_url, redis_url, base_model_dir):
-    """API + two workers (ingest/toolchain, extract) as separate processes on Redis and Postgres."""
-    from invoicechain import config
-    from invoicechain.db.session import init_db, session_scope
-    from invoicechain.master_data import load_master_data, read_master_data
-
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=pg_url,
-        REDIS_URL=redis_url,
-        INVOICECHAIN_DATA_DIR=str(tmp_path / "data"),
-        INVOICECHAIN_MODEL_STORE=str(base_model_dir.parent),
-        INVOICECHAIN_EXTRACT_BATCH_WAIT_S="0.3",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    settings = config.Settings(database_url=pg_url, redis_url=redis_url, data_dir=tmp_path / "data")
-    init_db(settings)
-    with session_scope(settings) as session:
-        load_master_data(session, read_master_data(SAMPLES / "master_data.json"))
-
-    port = free_port()
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = {
-        "api": spawn("api", ["api", "--port", str(port)], env, logs),
-        "toolchain": spawn("toolchain", ["worker", "--queues", "ingest,toolchain", "--concurrency", "2"], env, logs),
-        "extract": spawn("extract", ["worker", "--queues", "extract", "--concurrency", "1"], env, logs),
-    }
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, procs["api"], logs, timeout=60)
-    except RuntimeError:
-        stop(procs.values())
-        raise
-    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-    yield {"url": base, "engine": engine, "procs": procs, "logs": logs, "env": env}
-    stop(procs.values())
-    engine.dispose()
-
-
-def wait_for(base: str, invoice_id: str, timeout: float = 900) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        body = httpx.get(f"{base}/v1/invoices/{invoice_id}", timeout=10).json()
-        if body["status"] in WAIT_STATES:
-            return body
-        time.sleep(0.5)
-    raise TimeoutError(f"invoice {invoice_id} still {body['status']} after {timeout} s")
-
-
-def wait_for_change(base: str, invoice_id: str, since: str, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        body = httpx.get(f"{base}/v1/invoices/{invoice_id}", timeout=10).json()
-        if body["updated_at"] != since and body["status"] in WAIT_STATES:
-            return body
-        time.sleep(0.5)
-    raise TimeoutError(f"invoice {invoice_id} did not finish after the correction")
-
-
-def submit_pdf(base: str, path: Path, name: str | None = None) -> httpx.Response:
-    with path.open("rb") as fh:
-        return httpx.post(f"{base}/v1/invoices", files={"file": (name or path.name, fh, "application/pdf")}, timeout=30)
-
-
-def step_rows(engine, invoice_id: str) -> dict[str, StepRun]:
-    with Session(engine) as s:
-        return {r.step: r for r in s.exec(select(StepRun).where(StepRun.invoice_id == invoice_id)).all()}
 
 
 def test_pdf_runs_the_whole_chain_and_every_step_is_in_postgres(stack):
@@ -138,7 +39,7 @@ def test_pdf_runs_the_whole_chain_and_every_step_is_in_postgres(stack):
         # The model got something wrong: a reviewer corrects it through the API and the
         # chain resumes from validation (the correction is audited).
         assert wrong, body
-        fix = httpx.patch(f"{base}/v1/invoices/{invoice_id}", timeout=30,
+        fix = api.patch(f"{base}/v1/invoices/{invoice_id}", timeout=30, headers=api.as_("e2e-reviewer"),
                           json={"actor": "e2e-reviewer", "reason": "fix extraction", "fields": wrong})
         assert fix.status_code == 200, fix.text
         body = wait_for_change(base, invoice_id, fix.json()["updated_at"])
@@ -173,7 +74,7 @@ def test_corrupt_and_scanned_pdfs_end_with_a_reason(stack, tmp_path):
     base = stack["url"]
     good = sample().read_bytes()
     corrupt = good[: len(good) // 3]  # truncated: header present, body gone
-    r = httpx.post(f"{base}/v1/invoices", files={"file": ("broken.pdf", corrupt, "application/pdf")}, timeout=30)
+    r = api.post(f"{base}/v1/invoices", files={"file": ("broken.pdf", corrupt, "application/pdf")}, timeout=30)
     assert r.status_code == 202
     body = wait_for(base, r.json()["id"], timeout=60)
     assert body["status"] == "failed" and body["error"]
@@ -230,7 +131,7 @@ def settle_on_truth(base: str, invoice_id: str, truth: dict) -> dict:
     body = wait_for(base, invoice_id)
     wrong = {k: v for k, v in truth.items() if (body["fields"] or {}).get(k) != v}
     if wrong:
-        fix = httpx.patch(f"{base}/v1/invoices/{invoice_id}", timeout=30,
+        fix = api.patch(f"{base}/v1/invoices/{invoice_id}", timeout=30, headers=api.as_("e2e-reviewer"),
                           json={"actor": "e2e-reviewer", "reason": "fix extraction", "fields": wrong})
         assert fix.status_code == 200, (body["status"], fix.text)
         body = wait_for_change(base, invoice_id, fix.json()["updated_at"])
@@ -286,7 +187,7 @@ def test_approval_through_the_api_resumes_the_chain_and_rejection_ends_it(stack,
     assert "AMOUNT_ABOVE_THRESHOLD" in [r["code"] for r in approval_row.reasons]
 
     # Rejecting the second one ends its chain with the reason.
-    r = httpx.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30,
+    r = api.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30, headers=api.as_("e2e-controller"),
                    json={"approver": "e2e-controller", "reason": "not ordered by us"})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "rejected"
@@ -304,16 +205,16 @@ def test_approval_through_the_api_resumes_the_chain_and_rejection_ends_it(stack,
     amount_eur, _ = policy.to_eur(Decimal(fields["total_amount"]), fields["currency"])
     tier = policy.tier_for(amount_eur)
     assert amount_eur > policy.auto_approve_limit and tier is not None
-    r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, json={"approver": "e2e-intern", "role": "intern"})
+    r = api.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, headers=api.as_("e2e-intern"), json={"approver": "e2e-intern", "role": "intern"})
     assert r.status_code == 403, r.text
     assert "intern" in r.json()["detail"]
-    assert actions(approve_id) == [] and httpx.get(f"{base}/v1/invoices/{approve_id}").json()["status"] == "pending_approval"
+    assert actions(approve_id) == [] and api.get(f"{base}/v1/invoices/{approve_id}").json()["status"] == "pending_approval"
 
     # The approvers the policy asks for (distinct people) resume the chain at trigger_payment.
     approvers = [("e2e-manager", "ap_manager"), ("e2e-cfo", "cfo")][: tier.approvers]
     assert len(approvers) == tier.approvers
     for i, (who, role) in enumerate(approvers, start=1):
-        r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30,
+        r = api.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, headers=api.as_(who),
                        json={"approver": who, "role": role, "reason": "goods received"})
         assert r.status_code == 200, r.text
         out = r.json()
@@ -340,19 +241,21 @@ def test_approval_through_the_api_resumes_the_chain_and_rejection_ends_it(stack,
     assert approvals[-1].after["required"] == tier.approvers
 
     # Approving or rejecting an invoice that is not waiting for a person is a conflict, not an error.
-    r = httpx.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, json={"approver": "e2e-manager", "role": "ap_manager"})
+    r = api.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, headers=api.as_("e2e-manager"), json={"approver": "e2e-manager", "role": "ap_manager"})
+    assert r.status_code == 200 and r.json()["status"] == "payment_ready", r.text  # the same approval again: no-op
+    r = api.post(f"{base}/v1/invoices/{approve_id}/approve", timeout=30, headers=api.as_("e2e-controller"), json={})
     assert r.status_code == 409 and "payment_ready" in r.json()["detail"], r.text
-    r = httpx.post(f"{base}/v1/invoices/{reject_id}/approve", timeout=30, json={"approver": "e2e-manager", "role": "ap_manager"})
+    r = api.post(f"{base}/v1/invoices/{reject_id}/approve", timeout=30, headers=api.as_("e2e-manager"), json={"approver": "e2e-manager", "role": "ap_manager"})
     assert r.status_code == 409 and "rejected" in r.json()["detail"], r.text
-    r = httpx.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30, json={"approver": "e2e-manager", "reason": "again"})
+    r = api.post(f"{base}/v1/invoices/{reject_id}/reject", timeout=30, headers=api.as_("e2e-manager"), json={"approver": "e2e-manager", "reason": "again"})
     assert r.status_code == 409, r.text
-    r = httpx.post(f"{base}/v1/invoices/no-such-invoice/approve", timeout=30,
+    r = api.post(f"{base}/v1/invoices/no-such-invoice/approve", timeout=30, headers=api.as_("e2e-manager"),
                    json={"approver": "e2e-manager", "role": "ap_manager"})
     assert r.status_code == 404, r.text
     assert len(payments(approve_id)) == 1 and len(actions(approve_id)) == len(approvers)
 
     # The rejected invoice stayed rejected while the other was paid: nothing resumed it.
-    body = httpx.get(f"{base}/v1/invoices/{reject_id}", timeout=10).json()
+    body = api.get(f"{base}/v1/invoices/{reject_id}", timeout=10).json()
     assert body["status"] == "rejected"
     assert "trigger_payment" not in step_rows(engine, reject_id) and payments(reject_id) == []
     assert len(actions(reject_id)) == 1

@@ -18,7 +18,7 @@ from sqlmodel import Session, create_engine, select
 
 from invoicechain.db.tables import AdapterVersion, PromotionDecision
 from models.prompts import extract_record
-from invoicechain.processes import free_port, spawn, stop, tail, wait_ready
+from cli.processes import free_port, spawn, stop, tail, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -81,6 +81,7 @@ def training_stack(tmp_path, pg_url, queue_redis_url, base_model_dir):
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
+        INVOICECHAIN_API_KEY=ADMIN_KEY,
     )
     settings = config.Settings(database_url=pg_url, redis_url=queue_redis_url, data_dir=tmp_path / "data",
                                model_store=store, base_model=str(base_model_dir))
@@ -103,13 +104,18 @@ def training_stack(tmp_path, pg_url, queue_redis_url, base_model_dir):
         engine.dispose()
 
 
+#: The stack's admin key (INVOICECHAIN_API_KEY of the API process).
+ADMIN_KEY = "e2e-training-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def test_training_job_runs_on_the_queue_and_promotes_a_real_adapter(training_stack):
     base, engine, logs = training_stack["url"], training_stack["engine"], training_stack["logs"]
     worker = training_stack["procs"]["training"]
     adapter = f"e2e-{uuid.uuid4().hex[:10]}"
     data = "".join(json.dumps(r) + "\n" for r in training_records())
 
-    r = httpx.post(f"{base}/v1/training-jobs", timeout=30,
+    r = httpx.post(f"{base}/v1/training-jobs", headers=AUTH, timeout=30,
                    files={"file": ("train.jsonl", data.encode(), "application/x-ndjson")},
                    data={"adapter": adapter, "params": json.dumps(PARAMS)})
     assert r.status_code == 202, r.text
@@ -126,7 +132,7 @@ def test_training_job_runs_on_the_queue_and_promotes_a_real_adapter(training_sta
     task_progress: list[dict] = []
     deadline = time.time() + 780
     while time.time() < deadline:
-        body = httpx.get(f"{base}/v1/training-jobs/{job_id}", timeout=10).json()
+        body = httpx.get(f"{base}/v1/training-jobs/{job_id}", headers=AUTH, timeout=10).json()
         if not statuses or statuses[-1] != body["status"]:
             statuses.append(body["status"])
         if body["status"] == "running" and body["progress"]:
@@ -168,7 +174,7 @@ def test_training_job_runs_on_the_queue_and_promotes_a_real_adapter(training_sta
     assert metrics["steps"] == PARAMS["max_steps"] and metrics["stopped"] == "completed"
     assert isinstance(metrics["train_loss_last"], float) and isinstance(metrics["eval_loss"], float)
     assert 0.0 <= metrics["field_exact_match"] <= 1.0
-    assert metrics["promotion"] == {"promoted": True, "reason": "no active version"}
+    assert metrics["promotion"]["promoted"] is True and metrics["promotion"]["reason"] == "no active version"
     assert body["adapter_version"] == 1 and body["promoted"] is True
     assert body["progress"]["phase"] == "done" and body["progress"]["step"] == PARAMS["max_steps"]
 

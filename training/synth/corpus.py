@@ -4,7 +4,7 @@ For each document `DIR/NAME.pdf`, `DIR/NAME.txt` (the text of `invoicechain.pdf.
 what ingestion sees) and `DIR/NAME.json` (`fields`, `layout`, `faults`, `expected`); then
 `DIR/extract.jsonl` (one extract training record per document, in document order),
 `DIR/master_data.json`, and `DIR/toolchain.jsonl` from the accounts-payable rules when
-`invoicechain.ap.training_data` is installed.
+`training.toolchain_data` is installed.
 
 Every document is checked before it is written: each ground-truth value must be found in
 its text (see `training.synth.grounding`), otherwise generation stops with an error.
@@ -118,9 +118,9 @@ def write_toolchain(out: Path) -> Path | None:
 
     from training.synth.plan import PROCESSING_DATE
 
-    if importlib.util.find_spec("invoicechain.ap.training_data") is None:
+    if importlib.util.find_spec("training.toolchain_data") is None:
         return None
-    from invoicechain.ap.training_data import write_toolchain_jsonl
+    from training.toolchain_data import write_toolchain_jsonl
 
     if "today" in inspect.signature(write_toolchain_jsonl).parameters:
         return write_toolchain_jsonl(out, today=PROCESSING_DATE)

@@ -7,6 +7,8 @@ import string
 from dataclasses import dataclass
 from decimal import Decimal
 
+from invoicechain.lexicon import lexicon
+
 
 @dataclass(frozen=True)
 class Country:
@@ -59,21 +61,16 @@ COUNTRIES: dict[str, Country] = {
     )
 }
 
-#: Tax labels by tax kind and document language.
-TAX_LABELS: dict[str, dict[str, str]] = {
-    "vat": {"en": "VAT", "de": "MwSt.", "fr": "TVA", "nl": "BTW", "es": "IVA", "it": "IVA"},
-    "sales_tax": {"en": "Sales Tax"},
-    "gst": {"en": "GST"},
-}
-
-
 def tax_label(country: Country, language: str, rate: Decimal) -> str:
+    """The tax's label as printed: the lexicon's `tax_<kind>` in the document's language (English
+    where the language has none); Canada's 13% is HST, Austria's German invoices print USt."""
+    kind = country.tax_kind
     if country.code == "CA" and rate == Decimal("13"):
-        return "HST"
+        kind = "hst"
     if country.code == "AT" and language == "de":
-        return "USt."
-    labels = TAX_LABELS[country.tax_kind]
-    return labels.get(language, labels["en"])
+        kind = "ust"
+    key = f"tax_{kind}"
+    return (lexicon().printed(language).get(key) or lexicon().printed("en")[key])[0]
 
 
 def _digits(rng: random.Random, n: int) -> str:

@@ -10,6 +10,8 @@ import unicodedata
 from datetime import date
 from decimal import Decimal
 
+from invoicechain.lexicon import lexicon
+
 #: Number format name -> (thousands separator, decimal separator).
 NUMBER_FORMATS: dict[str, tuple[str, str]] = {
     "1,234.56": (",", "."),
@@ -19,20 +21,8 @@ NUMBER_FORMATS: dict[str, tuple[str, str]] = {
 
 DATE_FORMATS = ("iso", "us_numeric", "dmy_slash", "dmy_dot", "dmy_dash", "long", "short", "us_long")
 
-MONTHS: dict[str, tuple[str, ...]] = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
-           "September", "Oktober", "November", "Dezember"),
-    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
-           "septembre", "octobre", "novembre", "décembre"),
-    "nl": ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
-           "september", "oktober", "november", "december"),
-    "es": ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
-           "septiembre", "octubre", "noviembre", "diciembre"),
-    "it": ("gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto",
-           "settembre", "ottobre", "novembre", "dicembre"),
-}
+#: Month names by language (the lexicon's `months`).
+MONTHS: dict[str, tuple[str, ...]] = {code: lexicon().months(code) for code in lexicon().languages}
 
 CURRENCY_SYMBOLS: dict[str, str] = {
     "EUR": "€",

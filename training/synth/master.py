@@ -23,6 +23,7 @@ from decimal import Decimal
 from invoicechain.schema import format_amount
 from training.synth.money import AUTO_APPROVE_LIMIT_EUR, canonical_quantity, fx_table
 from training.synth.parties import VendorRecord
+from invoicechain.enums import PurchaseOrderStatus
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class MasterDataBuilder:
             "total": format_amount(total if total is not None else remaining),
             "remaining": format_amount(remaining),
             "department": vendor.department,
-            "status": "open",
+            "status": PurchaseOrderStatus.OPEN,
             "issued_on": issued_on.isoformat(),
             "lines": po_lines,
             "receipts": receipts,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from training.synth.catalog import DEPARTMENTS, LEGAL_FORMS, TRADE_WORDS
 from training.synth.countries import COUNTRIES, Country, make_bank_account, make_tax_id
 from training.synth.formats import printable
+from invoicechain.enums import VendorStatus
 
 _fakers: dict[str, object] = {}
 
@@ -146,7 +147,7 @@ class VendorRecord:
     credit_pattern: str
     seq: int
     credit_seq: int
-    status: str = "active"
+    status: str = VendorStatus.ACTIVE
     risk: str = "low"
     near_variants: list[str] = field(default_factory=list)
 

@@ -38,6 +38,7 @@ from training.synth.money import (
     to_eur,
 )
 from training.synth.parties import ClientRecord, VendorRecord, make_client, make_vendor
+from invoicechain.enums import VendorStatus
 
 #: Invoices are dated in the WINDOW_DAYS before this day (fixed so that a seed fixes the corpus).
 REFERENCE_DATE = date(2026, 10, 31)
@@ -142,7 +143,7 @@ class CorpusPlanner:
 
     # --- parties -------------------------------------------------------------------------
 
-    def _new_vendor(self, trade: str, status: str = "active", country: str | None = None) -> VendorRecord:
+    def _new_vendor(self, trade: str, status: str = VendorStatus.ACTIVE, country: str | None = None) -> VendorRecord:
         self._vendor_counter += 1
         vid = f"V{self._vendor_counter}"
         if country is None:
@@ -174,7 +175,7 @@ class CorpusPlanner:
                           for k in range(size)]
         # Vendors nobody should pay: present in master data, never on an invoice.
         for _ in range(max(1, self.n // 60)):
-            vendor = self._new_vendor(self.rng.choice(GOODS_TRADES), status="blocked")
+            vendor = self._new_vendor(self.rng.choice(GOODS_TRADES), status=VendorStatus.BLOCKED)
             vendor.risk = "high"
         return pools
 
@@ -198,7 +199,7 @@ class CorpusPlanner:
         fault = self.fault_seq[i]
         cls = self.classes[i]
         if fault == Fault.VENDOR_ON_HOLD:
-            vendor = self._new_vendor(rng.choice(TRADES_BY_CLASS[cls]), status="on_hold")
+            vendor = self._new_vendor(rng.choice(TRADES_BY_CLASS[cls]), status=VendorStatus.ON_HOLD)
         else:
             vendor = rng.choice(self.pools[cls])
         return InvoiceBuilder(self, i, layout, fault, vendor, rng).build()
@@ -231,7 +232,7 @@ class CorpusPlanner:
     def _open_orders(self) -> None:
         """Open POs that no invoice in the corpus refers to yet."""
         rng = random.Random(f"synth:{self.seed}:orders")
-        vendors = [v for v in self.master.vendors.values() if v.status == "active"]
+        vendors = [v for v in self.master.vendors.values() if v.status == VendorStatus.ACTIVE]
         for _ in range(max(1, self.n // 10)):
             vendor = rng.choice(vendors)
             client = rng.choice(self.clients)
@@ -382,6 +383,9 @@ class InvoiceBuilder:
         return ("zero" if rng.random() < 0.4 else "none"), Decimal(0)
 
     def build(self) -> InvoiceDoc:
+        """One synthetic invoice, drawn part by part in the order the document prints it.
+
+        Long because each draw depends on the ones before it under one seeded generator."""
         rng, vendor, country = self.rng, self.vendor, self.country
         fault = self.fault
         style = self.style()

@@ -214,7 +214,7 @@ def bank_lines(doc: InvoiceDoc, w: Wording, rng: random.Random) -> list[str]:
     if bank.iban:
         lines.append(f"IBAN: {iban_text(bank.iban, rng)}")
     if bank.bic:
-        lines.append(f"{rng.choice(('BIC', 'SWIFT/BIC', 'SWIFT'))}: {bank.bic}")
+        lines.append(f"{w('bic')}: {bank.bic}")
     if bank.routing_number:
         key = {"GB": "routing_gb", "AU": "routing_au", "CA": "routing_ca"}.get(doc.vendor.country, "routing_us")
         lines.append(f"{w(key)}: {bank.routing_number}")

@@ -1,0 +1,5 @@
+"""`python -m cli ...` is the `invoicechain` command."""
+
+from cli.main import app
+
+app()
