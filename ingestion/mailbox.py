@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta, timezone
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
@@ -113,8 +113,14 @@ def _raw_message_class():
 
 
 def _ensure_folder(box, name: str) -> None:
+    from imap_tools.errors import MailboxFolderCreateError
+
     if not box.folder.exists(name):
-        box.folder.create(name)
+        try:
+            box.folder.create(name)
+        except MailboxFolderCreateError:
+            if not box.folder.exists(name):  # not a poller beside this one creating it first
+                raise
 
 
 def _poller_id() -> str:
@@ -237,9 +243,8 @@ def poll_mailbox(cfg: MailboxConfig, *, enqueue: Enqueue | None = None, settings
     """Take up to `limit` (settings.mail_batch) mails of one mailbox. Pauses (takes nothing)
     while the extraction queue is over its limit.
 
-    Long because claiming, reading, finishing and flagging the mails all happen inside one IMAP session."""
-    from imap_tools import AND, MailMessageFlags
-
+    A poll that breaks off (the IMAP connection drops, the database goes away) releases the
+    claims it has not finished, so the next poll takes those mails at once."""
     settings = settings or get_settings()
     report = PollReport(cfg.name)
     if backpressure.pressure(settings).over:
@@ -247,104 +252,151 @@ def poll_mailbox(cfg: MailboxConfig, *, enqueue: Enqueue | None = None, settings
         return report
     limit = limit or settings.mail_batch
     enqueued: set[str] = set()
-    with _connect(cfg) as box:
-        _ensure_folder(box, cfg.quarantine_folder)
-        if cfg.done_folder:
-            _ensure_folder(box, cfg.done_folder)
-            criteria = AND(all=True)
-        else:
-            criteria = AND(no_keyword=PROCESSED_KEYWORD)
-        done_uids: list[str] = []
-        quarantine_uids: list[str] = []
-        to_read: list[tuple[str, int]] = []  # (uid, ledger row id; -1: no Message-ID, claimed once read)
-        # Headers first, in chunks, until `limit` mails are claimed: mails another poller holds
-        # (or a dead poller held, until its lease ends) never fill the window.
-        uids = box.uids(criteria)
-        for start in range(0, len(uids), HEADER_CHUNK):
-            if len(to_read) >= limit:
-                break
-            heads = []
-            for head in box.fetch(uid_list=uids[start:start + HEADER_CHUNK], mark_seen=False, headers_only=True, bulk=True):
-                if len(to_read) + len(heads) >= limit:
-                    break
-                report.mails += 1
-                size = head.size_rfc822
-                oversize = (f"the mail is {size} bytes, over the {settings.mail_max_bytes}-byte limit"
-                            if size and size > settings.mail_max_bytes else None)
-                mid = head.headers.get("message-id", ("",))[0] if head.headers else ""
-                if not mid and not oversize:
-                    to_read.append((head.uid, -1))  # keyed by the hash of the whole mail, read below
-                    continue
-                heads.append((head.uid, message_key(head.raw, mid or None), oversize))
-            claims = claim_many(cfg.name, [(key, uid) for uid, key, _ in heads], settings)
-            for uid, key, oversize in heads:
-                state, row = claims[key]
-                if state == "new" and row.uid != uid:
-                    state = "busy"  # the same Message-ID twice in one chunk: the first is taken now
-                if state == "busy":
-                    report.busy += 1
-                elif state == "finished":
-                    report.finished_again += 1
-                    (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(uid)
-                elif oversize:
-                    _finish(row.id, MailStatus.QUARANTINED, settings, reason=oversize)
-                    quarantine_uids.append(uid)
-                    report.quarantined += 1
-                    report.reasons.append(oversize)
-                else:
-                    to_read.append((uid, row.id))
-        for start in range(0, len(to_read), FETCH_CHUNK):
-            chunk = dict(to_read[start:start + FETCH_CHUNK])
-            for msg in box.fetch(uid_list=list(chunk), mark_seen=False, bulk=True):
-                row_id = chunk.get(msg.uid)
-                if row_id is None:
-                    continue
-                if row_id == -1:
-                    state, row = claim(cfg.name, message_key(msg.raw, None), msg.uid, settings)
-                    if state == "busy":
-                        report.busy += 1
-                        continue
-                    if state == "finished":
-                        report.finished_again += 1
-                        (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(msg.uid)
-                        continue
-                    row_id = row.id
-                try:
-                    status, reason, content, taken = process_mail(msg.raw, cfg.name, settings, enqueue=enqueue,
-                                                                  enqueued=enqueued)
-                except DBAPIError:
-                    raise  # the database, not the mail: the claim is retaken after its lease
-                except Exception as exc:  # a mail that breaks a library must not block the mailbox
-                    log.exception("mail %s of %s could not be processed", msg.uid, cfg.name)
-                    status, reason, content, taken = (
-                        MailStatus.QUARANTINED, f"the mail could not be processed ({type(exc).__name__}: {str(exc)[:300]})",
-                        read_mail(b""), [])
-                ids = [t.invoice_id for t in taken if t.invoice_id]
-                _finish(row_id, status, settings, reason=reason, content=content, invoice_ids=ids)
-                if status == MailStatus.QUARANTINED:
-                    quarantine_uids.append(msg.uid)
-                    report.quarantined += 1
-                    report.reasons.append(reason or "")
-                else:
-                    done_uids.append(msg.uid)
-                    report.taken += 1
-                    report.invoices += sum(1 for t in taken if t.created)
-                    report.duplicates += sum(1 for t in taken if t.invoice_id and not t.created)
-            # The ledger is committed: now the mails leave the inbox (a lost move is redone next poll).
-            _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
-            done_uids, quarantine_uids = [], []
-        _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
+    held: set[int] = set()  # ledger rows this poll claimed and has not finished yet
+    try:
+        with _connect(cfg) as box:
+            _poll_box(box, cfg, settings, report, limit, enqueue, enqueued, held)
+    finally:
+        if held:  # a poll that broke off: its unread claims are free for the next poll at once
+            _release(held, settings)
     return report
 
 
+def _release(row_ids: set[int], settings: Settings) -> None:
+    try:
+        with session_scope(settings) as session:
+            session.execute(delete(MailMessage).where(MailMessage.id.in_(list(row_ids)),
+                                                      MailMessage.status == MailStatus.CLAIMED))
+    except Exception:  # the database is down: the claims are retaken after their lease
+        log.exception("could not release %d mail claims", len(row_ids))
+
+
+def _poll_box(box, cfg: MailboxConfig, settings: Settings, report: PollReport, limit: int,
+              enqueue: Enqueue | None, enqueued: set[str], held: set[int]) -> None:
+    """The body of `poll_mailbox` inside one IMAP session; every claim it makes is in `held`
+    until the mail is finished."""
+    from imap_tools import AND, MailMessageFlags
+
+    _ensure_folder(box, cfg.quarantine_folder)
+    if cfg.done_folder:
+        _ensure_folder(box, cfg.done_folder)
+        criteria = AND(all=True)
+    else:
+        criteria = AND(no_keyword=PROCESSED_KEYWORD)
+    done_uids: list[str] = []
+    quarantine_uids: list[str] = []
+    to_read: list[tuple[str, int]] = []  # (uid, ledger row id; -1: no Message-ID, claimed once read)
+    # Headers first, in chunks, until `limit` mails are claimed: mails another poller holds
+    # (or a dead poller held, until its lease ends) never fill the window.
+    uids = box.uids(criteria)
+    for start in range(0, len(uids), HEADER_CHUNK):
+        if len(to_read) >= limit:
+            break
+        heads = []
+        for head in box.fetch(uid_list=uids[start:start + HEADER_CHUNK], mark_seen=False, headers_only=True, bulk=True):
+            if len(to_read) + len(heads) >= limit:
+                break
+            report.mails += 1
+            size = head.size_rfc822
+            oversize = (f"the mail is {size} bytes, over the {settings.mail_max_bytes}-byte limit"
+                        if size and size > settings.mail_max_bytes else None)
+            mid = head.headers.get("message-id", ("",))[0] if head.headers else ""
+            if not mid and not oversize:
+                to_read.append((head.uid, -1))  # keyed by the hash of the whole mail, read below
+                continue
+            heads.append((head.uid, message_key(head.raw, mid or None), oversize))
+        claims = claim_many(cfg.name, [(key, uid) for uid, key, _ in heads], settings)
+        for uid, key, oversize in heads:
+            state, row = claims[key]
+            if state == "new" and row.uid != uid:
+                state = "busy"  # the same Message-ID twice in one chunk: the first is taken now
+            if state == "busy":
+                report.busy += 1
+            elif state == "finished":
+                report.finished_again += 1
+                (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(uid)
+            elif oversize:
+                _finish(row.id, MailStatus.QUARANTINED, settings, reason=oversize)
+                quarantine_uids.append(uid)
+                report.quarantined += 1
+                report.reasons.append(oversize)
+            else:
+                to_read.append((uid, row.id))
+                held.add(row.id)
+    for start in range(0, len(to_read), FETCH_CHUNK):
+        chunk = dict(to_read[start:start + FETCH_CHUNK])
+        for msg in box.fetch(uid_list=list(chunk), mark_seen=False, bulk=True):
+            row_id = chunk.get(msg.uid)
+            if row_id is None:
+                continue
+            if row_id == -1:
+                state, row = claim(cfg.name, message_key(msg.raw, None), msg.uid, settings)
+                if state == "busy":
+                    report.busy += 1
+                    continue
+                if state == "finished":
+                    report.finished_again += 1
+                    (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(msg.uid)
+                    continue
+                row_id = row.id
+                held.add(row_id)
+            try:
+                status, reason, content, taken = process_mail(msg.raw, cfg.name, settings, enqueue=enqueue,
+                                                              enqueued=enqueued)
+            except DBAPIError:
+                raise  # the database, not the mail: the claim is retaken after its lease
+            except Exception as exc:  # a mail that breaks a library must not block the mailbox
+                log.exception("mail %s of %s could not be processed", msg.uid, cfg.name)
+                status, reason, content, taken = (
+                    MailStatus.QUARANTINED, f"the mail could not be processed ({type(exc).__name__}: {str(exc)[:300]})",
+                    read_mail(b""), [])
+            ids = [t.invoice_id for t in taken if t.invoice_id]
+            _finish(row_id, status, settings, reason=reason, content=content, invoice_ids=ids)
+            held.discard(row_id)
+            if status == MailStatus.QUARANTINED:
+                quarantine_uids.append(msg.uid)
+                report.quarantined += 1
+                report.reasons.append(reason or "")
+            else:
+                done_uids.append(msg.uid)
+                report.taken += 1
+                report.invoices += sum(1 for t in taken if t.created)
+                report.duplicates += sum(1 for t in taken if t.invoice_id and not t.created)
+        # The ledger is committed: now the mails leave the inbox (a lost move is redone next poll).
+        _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
+        done_uids, quarantine_uids = [], []
+    _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
+
+
 def _settle(box, cfg: MailboxConfig, done_uids: list[str], quarantine_uids: list[str], flags) -> None:
+    """Move (or flag) finished mails. Another poller may have moved some of them first; a move
+    that fails is retried with the mails still here, and a move still failing is left to the
+    next poll (the ledger already says the mail is finished)."""
     if quarantine_uids:
-        box.move(quarantine_uids, cfg.quarantine_folder)
+        _retrying(box, quarantine_uids, lambda uids: box.move(uids, cfg.quarantine_folder))
     if done_uids:
         if cfg.done_folder:
-            box.move(done_uids, cfg.done_folder)
+            _retrying(box, done_uids, lambda uids: box.move(uids, cfg.done_folder))
         else:
-            box.flag(done_uids, (flags.SEEN, PROCESSED_KEYWORD), True)
+            _retrying(box, done_uids, lambda uids: box.flag(uids, (flags.SEEN, PROCESSED_KEYWORD), True))
+
+
+def _retrying(box, uids: list[str], act) -> None:
+    from imap_tools import AND
+    from imap_tools.errors import UnexpectedCommandStatusError
+
+    try:
+        act(uids)
+        return
+    except UnexpectedCommandStatusError as exc:
+        log.info("settling %d mails: %s; retrying with the mails still in the folder", len(uids), exc)
+    try:
+        present = set(box.uids(AND(uid=uids)))
+        left = [u for u in uids if u in present]
+        if left:
+            act(left)
+    except UnexpectedCommandStatusError as exc:
+        log.warning("settling %d mails failed (%s); the next poll settles them", len(uids), exc)
 
 
 def poll_all(*, enqueue: Enqueue | None = None, settings: Settings | None = None) -> list[PollReport]:
