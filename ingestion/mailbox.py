@@ -274,7 +274,9 @@ def _release(row_ids: set[int], settings: Settings) -> None:
 def _poll_box(box, cfg: MailboxConfig, settings: Settings, report: PollReport, limit: int,
               enqueue: Enqueue | None, enqueued: set[str], held: set[int]) -> None:
     """The body of `poll_mailbox` inside one IMAP session; every claim it makes is in `held`
-    until the mail is finished."""
+    until the mail is finished.
+
+    Long because claiming, reading, finishing and flagging the mails all happen inside one IMAP session."""
     from imap_tools import AND, MailMessageFlags
 
     _ensure_folder(box, cfg.quarantine_folder)
