@@ -1,8 +1,12 @@
 """OCR for scans and photos: PDFs without a text layer and PNG / JPEG / TIFF uploads.
 
-The engine is RapidOCR on ONNX Runtime (`rapidocr-onnxruntime`, its detection and recognition
-models ship in the wheel: nothing is downloaded). Pages are rendered with pypdfium2; the words
-the engine finds are grouped into reading-order lines (skew removed first, so a photo taken at
+The engine is Tesseract (`tesseract-ocr` with the language packs of `settings.ocr_languages`,
+through pytesseract): it reads the Latin alphabets of European invoices with their umlauts,
+accents and currency signs. Where Tesseract is not installed, RapidOCR on ONNX Runtime
+(`rapidocr-onnxruntime`, models in the wheel) reads instead; its recognition alphabet has no
+umlauts or euro sign, so a scan read by it loses those. `Document.ocr["engine"]` records which
+engine read the document. Pages are rendered with pypdfium2; the words the engine finds are
+grouped into reading-order lines (skew removed first, so a photo taken at
 an angle still gives one line per printed line), columns kept apart by two spaces, pages
 separated by a form feed: the rest of the pipeline sees the same kind of text as from a PDF's
 text layer (`invoicechain.pdf`).
@@ -17,6 +21,7 @@ Every outcome is a decision with one clear sentence, never an exception:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -25,12 +30,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
 from invoicechain.decisions import InvoiceStatus
+from invoicechain.enums import OcrEngine
 
 log = logging.getLogger(__name__)
 
 PAGE_BREAK = "\f"
-ENGINE = "rapidocr-onnxruntime"
+#: Tesseract's page segmentation: one block of text, read line by line (the words' boxes then
+#: go through `group_lines`, which keeps columns apart).
+TESSERACT_PSM = 6
+#: Characters of table rules and scan dust that Tesseract reads as words at a word's edge.
+RULE_CHARS = "|[]{}_—"
 
 #: Uploads read as images, by magic number (the declared type is a hint only).
 IMAGE_MAGIC = (
@@ -72,6 +83,7 @@ class OcrOutcome:
     message: str | None = None
     terminal: str | None = None  # "needs_ocr" | "failed" when not read
     seconds: float = 0.0
+    engine: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,7 +93,7 @@ class OcrOutcome:
         """What the document row stores (Document.ocr)."""
         confidences = [p.confidence for p in self.pages if p.confidence is not None]
         return {
-            "engine": ENGINE,
+            "engine": self.engine,
             "pages": [{"page": p.page, "confidence": None if p.confidence is None else round(p.confidence, 4),
                        "words": p.words, "seconds": round(p.seconds, 2), "width": p.width, "height": p.height}
                       for p in self.pages],
@@ -98,19 +110,68 @@ def _refuse(code: str, message: str, terminal: str = InvoiceStatus.NEEDS_OCR, **
 
 # --- the engine, once per process ------------------------------------------------------------
 
-_engine = None
+_rapidocr = None
 _engine_lock = threading.Lock()
 
 
 def engine():
     """The RapidOCR engine (loaded once per process, thread-safe to call)."""
-    global _engine
+    global _rapidocr
     with _engine_lock:
-        if _engine is None:
+        if _rapidocr is None:
             from rapidocr_onnxruntime import RapidOCR
 
-            _engine = RapidOCR()
-        return _engine
+            _rapidocr = RapidOCR()
+        return _rapidocr
+
+
+@functools.lru_cache(maxsize=8)
+def tesseract_languages(wanted: str) -> str | None:
+    """The installed part of `wanted` ('deu+eng'), as Tesseract's -l argument; None when
+    Tesseract or every wanted language pack is missing."""
+    try:
+        import pytesseract
+
+        installed = set(pytesseract.get_languages(config=""))
+    except Exception as exc:  # no tesseract binary on PATH, or it cannot run
+        log.warning("Tesseract is not available (%s): scans are read with RapidOCR", exc)
+        return None
+    langs = [lang for lang in wanted.split("+") if lang in installed]
+    if not langs:
+        log.warning("none of the Tesseract languages %s is installed: scans are read with RapidOCR", wanted)
+    return "+".join(langs) or None
+
+
+def choose_engine(settings) -> tuple[str, str | None]:
+    """(engine, Tesseract languages) that read scans with these settings."""
+    if settings.ocr_engine == OcrEngine.TESSERACT:
+        langs = tesseract_languages(settings.ocr_languages)
+        if langs:
+            return OcrEngine.TESSERACT, langs
+    engine()
+    return OcrEngine.RAPIDOCR, None
+
+
+def _rapidocr_words(rgb) -> list[Word]:
+    import numpy as np
+
+    result, _ = engine()(np.asarray(rgb))
+    return [Word(str(text), float(score), [list(map(float, p)) for p in box]) for box, text, score in (result or [])
+            if str(text).strip()]
+
+
+def _tesseract_words(rgb, langs: str) -> list[Word]:
+    import pytesseract
+
+    data = pytesseract.image_to_data(rgb, lang=langs, config=f"--psm {TESSERACT_PSM}",
+                                     output_type=pytesseract.Output.DICT)
+    words = []
+    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"],
+                                      data["width"], data["height"]):
+        text = str(text).strip().strip(RULE_CHARS)
+        if text and float(conf) >= 0:
+            words.append(Word(text, float(conf) / 100, [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]))
+    return words
 
 
 # --- words into lines ------------------------------------------------------------------------
@@ -178,15 +239,11 @@ def group_lines(words: list[Word]) -> list[str]:
 # --- pages -----------------------------------------------------------------------------------
 
 
-def ocr_page(image, page: int = 1) -> tuple[str, PageOcr]:
+def ocr_page(image, page: int = 1, engine_name: str = OcrEngine.RAPIDOCR, langs: str | None = None) -> tuple[str, PageOcr]:
     """Text and confidence of one page image (a PIL image)."""
-    import numpy as np
-
     t0 = time.perf_counter()
     rgb = image.convert("RGB")
-    result, _ = engine()(np.asarray(rgb))
-    words = [Word(str(text), float(score), [list(map(float, p)) for p in box]) for box, text, score in (result or [])
-             if str(text).strip()]
+    words = _tesseract_words(rgb, langs) if engine_name == OcrEngine.TESSERACT and langs else _rapidocr_words(rgb)
     text = "\n".join(group_lines(words))
     conf = statistics.fmean(w.score for w in words) if words else None
     return text, PageOcr(page, conf, len(words), time.perf_counter() - t0, rgb.width, rgb.height)
@@ -253,22 +310,23 @@ def read_scan(data: bytes, content_type: str, settings=None) -> OcrOutcome:
         return _refuse("OCR_TOO_MANY_PAGES", f"The scan has {count} pages; OCR reads documents of at most "
                        f"{settings.ocr_max_pages} pages (INVOICECHAIN_OCR_MAX_PAGES).", page_count=count)
     try:
-        engine()
+        engine_name, langs = choose_engine(settings)
     except Exception as exc:  # the engine's package or its native runtime is missing
         log.error("OCR engine unavailable: %s", exc)
         return _refuse("OCR_UNAVAILABLE", f"The OCR engine cannot be loaded ({type(exc).__name__}).", page_count=count)
     texts: list[str] = []
-    out = OcrOutcome(page_count=count)
+    out = OcrOutcome(page_count=count, engine=engine_name)
     for i in range(count):
         if time.perf_counter() - t0 > settings.ocr_time_limit_s:
             return _refuse("OCR_TIME_LIMIT", f"OCR stopped after {settings.ocr_time_limit_s:g} s at page {i + 1} of "
                            f"{count} (INVOICECHAIN_OCR_TIME_LIMIT_S).", page_count=count, pages=out.pages,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, engine=engine_name)
         image = get_page(i)
         if min(image.size) < MIN_SIDE_PX:
             return _refuse("OCR_IMAGE_TOO_SMALL", f"Page {i + 1} is {image.width}x{image.height} pixels: too small "
-                           "to hold readable text.", page_count=count, seconds=time.perf_counter() - t0)
-        text, page = ocr_page(image, i + 1)
+                           "to hold readable text.", page_count=count, seconds=time.perf_counter() - t0,
+                           engine=engine_name)
+        text, page = ocr_page(image, i + 1, engine_name, langs)
         out.pages.append(page)
         texts.append(text)
     out.seconds = time.perf_counter() - t0
@@ -278,7 +336,7 @@ def read_scan(data: bytes, content_type: str, settings=None) -> OcrOutcome:
         best = max((p.confidence for p in out.pages if p.confidence is not None), default=None)
         detail = "no text was found" if best is None else f"the best page's OCR confidence is {best:.2f}"
         return _refuse("OCR_UNREADABLE", f"OCR could not read the document: {detail}.", page_count=count,
-                       pages=out.pages, seconds=out.seconds, text=out.text)
+                       pages=out.pages, seconds=out.seconds, text=out.text, engine=engine_name)
     return out
 
 

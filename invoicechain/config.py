@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from invoicechain.decisions import Step
-from invoicechain.enums import AdapterName
+from invoicechain.enums import AdapterName, OcrEngine
 from invoicechain.schema import ANSWER_TOKENS
 
 DecisionMode = Literal["rules", "model", "guarded"]
@@ -248,6 +248,15 @@ class Settings(BaseSettings):
     ocr_dpi: int = Field(200, ge=72, le=600, description="Resolution scanned PDF pages are rendered at for OCR.")
     ocr_min_confidence: float = Field(0.5, ge=0, le=1, description="A page whose mean OCR confidence is below this counts as unreadable.")
     ocr_max_pixels: int = Field(60_000_000, gt=0, description="Largest image (width x height) OCR opens; larger ones are refused as a decompression bomb.")
+    ocr_engine: OcrEngine = Field(
+        OcrEngine.TESSERACT,
+        description="OCR engine: tesseract (Latin alphabets with their accents, umlauts and currency signs) or "
+        "rapidocr-onnxruntime (used when Tesseract is not installed).",
+    )
+    ocr_languages: str = Field(
+        "deu+eng+fra+spa+ita",
+        description="Tesseract language packs to read with, '+'-separated (those not installed are skipped).",
+    )
 
     @model_validator(mode="after")
     def _shipped_adapters(self) -> Settings:

@@ -93,3 +93,10 @@ class PurchaseOrderStatus(StrEnum):
 class PaymentBatchStatus(StrEnum):
     OPEN = "open"
     EXPORTED = "exported"
+
+
+class OcrEngine(StrEnum):
+    """The OCR engines `ingestion.ocr` can read scans with (Document.ocr["engine"])."""
+
+    TESSERACT = "tesseract"
+    RAPIDOCR = "rapidocr-onnxruntime"

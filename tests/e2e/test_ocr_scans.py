@@ -47,7 +47,7 @@ def test_scan_and_photo_through_the_api(stack):
     for name, invoice_id in ids.items():
         body = wait_for(base, invoice_id, timeout=1200)
         assert body["status"] in DONE, (name, body["status"], body["error"], body["fields"])
-        assert body["document"]["ocr"]["engine"] == "rapidocr-onnxruntime"
+        assert body["document"]["ocr"]["engine"] == "tesseract"
         assert body["document"]["ocr"]["confidence"] > 0.8
         assert body["document_type"] == "invoice" and body["language"] == "en" and body["paid"] is False
         ingest = next(s for s in body["steps"] if s["step"] == "ingest")

@@ -24,7 +24,7 @@ def test_a_phone_photo_is_read_into_lines_with_page_confidence():
     assert any("Rechnungssumme brutto" in line and "1.005,55" in line for line in lines)
     assert any("Kraxi" in line for line in lines[:3])  # the letterhead comes first
     summary = out.summary()
-    assert summary["engine"] == "rapidocr-onnxruntime" and summary["confidence"] == summary["pages"][0]["confidence"]
+    assert summary["engine"] == "tesseract" and summary["confidence"] == summary["pages"][0]["confidence"]
 
 
 def test_a_scanned_pdf_without_text_layer_is_read():
@@ -32,3 +32,15 @@ def test_a_scanned_pdf_without_text_layer_is_read():
     assert out.ok, out.message
     assert out.page_count == 1 and out.pages[0].confidence > 0.8
     assert "INVOICE" in out.text.upper()
+
+
+def test_umlauts_are_read_as_printed():
+    out = ocr.read_scan((DATA / "kraxi-photo.jpg").read_bytes(), "image/jpeg", _settings())
+    assert "Beträge in EUR" in out.text and "zuzüglich 19% MwSt." in out.text
+
+
+def test_without_the_language_packs_rapidocr_reads_and_says_so():
+    out = ocr.read_scan((DATA / "inv-00000-scan.pdf").read_bytes(), "application/pdf",
+                        _settings(ocr_languages="xx+yy"))
+    assert out.ok, out.message
+    assert out.summary()["engine"] == "rapidocr-onnxruntime" and "INVOICE" in out.text.upper()

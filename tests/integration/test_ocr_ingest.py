@@ -32,7 +32,7 @@ def test_a_phone_photo_is_read_and_its_confidence_stored(settings):
     assert result.decision == Decision.OK and result.proceed
     assert doc.content_type == "image/jpeg" and doc.path.endswith(".jpg")
     assert "Rechnungssumme brutto" in doc.text and doc.page_count == 1
-    assert doc.ocr["engine"] == "rapidocr-onnxruntime" and doc.ocr["pages"][0]["confidence"] > 0.8
+    assert doc.ocr["engine"] == "tesseract" and doc.ocr["pages"][0]["confidence"] > 0.8
     assert run.reasons[0]["code"] == "OCR"
     assert inv.status == "processing"
     # what the document says about itself, detected from the OCR text and stored on the invoice
@@ -126,5 +126,5 @@ def test_the_api_shows_what_the_document_says_about_itself_and_its_ocr(settings,
         config.get_settings.cache_clear()
     assert (body["document_type"], body["paid"], body["language"]) == ("invoice", False, "de")
     ocr = body["document"]["ocr"]
-    assert ocr["engine"] == "rapidocr-onnxruntime" and ocr["confidence"] > 0.8
+    assert ocr["engine"] == "tesseract" and ocr["confidence"] > 0.8
     assert len(ocr["pages"]) == 1 and ocr["pages"][0]["confidence"] >= ocr["confidence"]

@@ -250,3 +250,17 @@ def test_image_copies_only_what_exists():
             *sources, _ = exec_form(args)
             missing += [src for src in sources if not (ROOT / src).exists()]
     assert missing == [], f"COPY sources missing from the build context: {missing}"
+
+
+def test_the_image_holds_every_package_and_the_ocr_engine():
+    """Each package pyproject installs is copied into the image, and the image installs the
+    Debian packages OCR reads scans with (its language packs included)."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+    assert {p.rstrip("*") for p in include} <= copied
+    from invoicechain.config import Settings
+
+    for lang in set(Settings().ocr_languages.split("+")) - {"eng"}:  # eng comes with tesseract-ocr
+        assert f"tesseract-ocr-{lang}" in text
+        assert f"tesseract-ocr-{lang}" in (ROOT / "deploy" / "apt-packages.txt").read_text()
