@@ -17,8 +17,12 @@ reconciliation's changes, and a later run with the same file reuses them), then 
 
 A required field's value is *wrong* when it differs from the gold (`benchmarks.accuracy.normalise`;
 only where the page prints the field). A wrong value is *flagged* when routing names that field;
-it is *stopped* when it cannot reach payment unchecked: the invoice is routed, or the value is
-missing (the rules' MISSING_FIELD). `--json FILE` writes the full result.
+it is *stopped* when it cannot reach payment unchecked: the invoice is routed to `needs_review`,
+or the rules that need only the document (`invoicechain.ap.validate.check_document`: a required
+value missing, totals that do not add up, impossible dates, an unknown currency) make it
+INVALID, where it waits on the review desk (routing applies to VALID invoices only). Master-data
+rules (unknown vendor, duplicates) are not applied: the set has no master data. *To a person*
+counts the invoices routed or INVALID. `--json FILE` writes the full result.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.accuracy import _pct, _runtime, _value, normalise, real_records  # noqa: E402
-from invoicechain.ap.review_routing import ReviewReason, doubtful_fields, required_fields  # noqa: E402
+from invoicechain.ap.review_routing import doubtful_fields, required_fields  # noqa: E402
 from invoicechain.config import REVIEW_CONFIDENCE_DEFAULTS, get_settings  # noqa: E402
 from invoicechain.schema import ANSWER_TOKENS  # noqa: E402
 
@@ -109,27 +113,42 @@ def route(record: dict, settings) -> dict[str, list[str]]:
     return doubtful_fields(invoice, settings, record["reconciled"])
 
 
+def blocked(record: dict, settings) -> list[str]:
+    """The reason codes of the rules that need only the document (`check_document`: missing
+    fields, arithmetic, dates, currency) that make the invoice INVALID: it waits on the desk."""
+    from datetime import date
+
+    from invoicechain.ap.validate import check_document
+
+    findings, _ = check_document(record["pred"] or {}, settings, date.today())
+    return sorted({str(f["code"]) for f in findings})
+
+
 def measure(records: list[dict], settings) -> dict:
-    """Share of invoices routed; wrong required values flagged (field named) and stopped (routed or missing)."""
-    routed = wrong = flagged = stopped = 0
+    """Share of invoices routed; wrong required values flagged (field named) and stopped: the
+    invoice is routed, or the document's own rules make it INVALID (a value missing, totals that
+    do not add up, impossible dates), so no person-free path leads to payment."""
+    routed = wrong = flagged = stopped = to_person = 0
     by_reason: dict[str, int] = {}
     missed = []
     for r in records:
-        found = route(r, settings)
+        invalid = blocked(r, settings)
+        found = {} if invalid else route(r, settings)  # routing applies to VALID invoices only
         routed += bool(found)
-        for code in found:
+        to_person += bool(found) or bool(invalid)
+        for code in [*found, *invalid]:
             by_reason[str(code)] = by_reason.get(str(code), 0) + 1
         named = {f for fields in found.values() for f in fields}
         for f in wrong_fields(r):
             wrong += 1
-            missing = normalise(f, _value(r["pred"], f)) is None
             flagged += f in named
-            stopped += bool(found) or missing
-            if not found and not missing:
+            stopped += bool(found) or bool(invalid)
+            if not found and not invalid:
                 missed.append({"id": r["id"], "field": f, "gold": _value(r["gold"], f), "pred": _value(r["pred"], f),
                                "confidence": round(float(r["confidence"].get(f) or 0.0), 3)})
     n = len(records)
-    return {"invoices": n, "routed": routed, "routed_share": routed / n if n else None, "wrong": wrong,
+    return {"invoices": n, "routed": routed, "routed_share": routed / n if n else None,
+            "to_person": to_person, "to_person_share": to_person / n if n else None, "wrong": wrong,
             "flagged": flagged, "flagged_share": flagged / wrong if wrong else None,
             "stopped": stopped, "stopped_share": stopped / wrong if wrong else None,
             "by_reason": by_reason, "missed": missed}
@@ -139,14 +158,19 @@ def calibrate(dev: list[dict], base, budget: float = GOAL_ROUTED) -> dict[str, f
     """Per-field thresholds from the dev split (see the module's docstring); 0 where no raise pays."""
     fields = required_fields()
     zero = base.model_copy(update={"review_confidence": {"default": 0.0, **{f: 0.0 for f in fields}}})
-    others = [route(r, zero) for r in dev]  # ungrounded and changed-by-rules only
+    # stopped without a confidence rule: INVALID by the document's own rules (never routed), or
+    # routed as ungrounded or changed by the rules
+    invalid = [bool(blocked(r, base)) for r in dev]
+    doubt = [not invalid[i] and bool(route(r, zero)) for i, r in enumerate(dev)]
+    others = [a or b for a, b in zip(invalid, doubt)]
     conf = [{f: float(r["confidence"].get(f)) for f in fields if isinstance(r["confidence"].get(f), (int, float))} for r in dev]
     present = [{f for f in fields if (r["pred"] or {}).get(f) not in (None, "")} for r in dev]
     targets = [{f for f in wrong_fields(r) if f in present[i] and not others[i]} for i, r in enumerate(dev)]
     thresholds = {f: 0.0 for f in fields}
 
     def routed_by(th: dict) -> set[int]:
-        return {i for i in range(len(dev)) if others[i] or any(f in present[i] and f in conf[i] and conf[i][f] < th[f] for f in fields)}
+        return {i for i in range(len(dev)) if not invalid[i] and (
+            doubt[i] or any(f in present[i] and f in conf[i] and conf[i][f] < th[f] for f in fields))}
 
     def caught_by(th: dict) -> int:
         return sum(1 for i in range(len(dev)) for f in targets[i] if f in conf[i] and conf[i][f] < th[f])
@@ -199,14 +223,16 @@ def main(argv=None) -> dict:
     }
     result = {"thresholds": variants, "splits": {}}
     print("\nCalibrated thresholds (dev split): " + ", ".join(f"{f} {calibrated[f]:.3f}" for f in required_fields()))
-    print("\n| thresholds | split | invoices | routed | wrong required values | flagged (field named) | stopped (routed or missing) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| thresholds | split | invoices | routed (needs_review) | to a person (routed or INVALID) | wrong required values | "
+          "flagged (field named) | stopped (routed or INVALID) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, table in variants.items():
         s = settings.model_copy(update={"review_confidence": table})
         for split, recs in (("dev", dev), ("heldout", heldout)):
             m = measure(recs, s)
             result["splits"][f"{name} / {split}"] = m
-            print(f"| {name} | {split} | {m['invoices']} | {m['routed']} ({_pct(m['routed_share'])}) | {m['wrong']} | "
+            print(f"| {name} | {split} | {m['invoices']} | {m['routed']} ({_pct(m['routed_share'])}) | "
+                  f"{m['to_person']} ({_pct(m['to_person_share'])}) | {m['wrong']} | "
                   f"{m['flagged']} ({_pct(m['flagged_share'])}) | {m['stopped']} ({_pct(m['stopped_share'])}) |")
     report = result["splits"]["calibrated on dev / heldout"]
     met = (report["stopped_share"] or 0) >= GOAL_CAUGHT and (report["routed_share"] or 0) <= GOAL_ROUTED

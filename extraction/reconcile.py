@@ -157,6 +157,18 @@ def _in_printed_order(values: list[Decimal], printed: list[Decimal]) -> bool:
     return True
 
 
+def _lost_point_fixes(values: dict) -> list[tuple[str, Decimal]]:
+    """Single changes that balance a row by putting back a decimal point into a whole number of
+    two digits or more (OCR drops a small point: `1.5` read as `15`)."""
+    fixes = []
+    for column, v in values.items():
+        if v == v.to_integral_value() and abs(v) >= 10:
+            for shift in (Decimal(10), Decimal(100)):
+                if _balanced_row(*{**values, column: v / shift}.values()):
+                    fixes.append((column, v / shift))
+    return fixes
+
+
 def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> list[Reconciled]:
     """Balance each line item (quantity x unit price = amount) with a number printed on its line."""
     changes: list[Reconciled] = []
@@ -176,14 +188,16 @@ def reconcile_rows(fields: dict, text: str, grounding: dict | None = None) -> li
         ]
         if len(fixes) > 1:  # several single changes balance the row: keep those read left to right
             fixes = [(c, n) for c, n in fixes if _in_printed_order(list({**values, c: n}.values()), printed)]
+        why = "quantity x unit price did not equal the amount; the printed number that balances the row"
+        if not fixes:
+            fixes = _lost_point_fixes(values)
+            why = ("quantity x unit price did not equal the amount; the same digits with the decimal point "
+                   "a scan lost balance the row")
         if len(fixes) != 1:
             continue  # nothing, or nothing unambiguous, balances the row: leave it as read
         column, n = fixes[0]
         after = _text(n)
-        changes.append(Reconciled(
-            f"line_items[{i}].{column}", item.get(column), after,
-            "quantity x unit price did not equal the amount; the printed number that balances the row",
-        ))
+        changes.append(Reconciled(f"line_items[{i}].{column}", item.get(column), after, why))
         item[column] = after
     return changes
 

@@ -25,6 +25,7 @@ import functools
 import io
 import logging
 import math
+import re
 import statistics
 import threading
 import time
@@ -40,6 +41,8 @@ PAGE_BREAK = "\f"
 #: Tesseract's page segmentation: one block of text, read line by line (the words' boxes then
 #: go through `group_lines`, which keeps columns apart).
 TESSERACT_PSM = 6
+#: A page leaning less than this is read as it is.
+MIN_DESKEW_DEGREES = 0.3
 #: Characters of table rules and scan dust that Tesseract reads as words at a word's edge.
 RULE_CHARS = "|[]{}_—"
 
@@ -72,6 +75,7 @@ class PageOcr:
     seconds: float
     width: int
     height: int
+    engine: str | None = None
 
 
 @dataclass
@@ -95,7 +99,7 @@ class OcrOutcome:
         return {
             "engine": self.engine,
             "pages": [{"page": p.page, "confidence": None if p.confidence is None else round(p.confidence, 4),
-                       "words": p.words, "seconds": round(p.seconds, 2), "width": p.width, "height": p.height}
+                       "words": p.words, "seconds": round(p.seconds, 2), "width": p.width, "height": p.height, "engine": p.engine}
                       for p in self.pages],
             "confidence": round(min(confidences), 4) if confidences else None,
             "seconds": round(self.seconds, 2),
@@ -158,6 +162,18 @@ def _rapidocr_words(rgb) -> list[Word]:
     result, _ = engine()(np.asarray(rgb))
     return [Word(str(text), float(score), [list(map(float, p)) for p in box]) for box, text, score in (result or [])
             if str(text).strip()]
+
+
+def deskew(rgb, words: list[Word]):
+    """The page turned level: the skew of the text lines RapidOCR found (its boxes follow the
+    lines at any angle), taken out by a rotation. Tesseract reads lines that lean more than a
+    degree or two badly; a photo taken at an angle leans more."""
+    degrees = math.degrees(_skew(words))
+    if abs(degrees) < MIN_DESKEW_DEGREES:
+        return rgb
+    from PIL import Image
+
+    return rgb.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
 
 
 def _tesseract_words(rgb, langs: str) -> list[Word]:
@@ -236,17 +252,69 @@ def group_lines(words: list[Word]) -> list[str]:
     return out
 
 
+# --- repairs ---------------------------------------------------------------------------------
+
+_WHOLE = re.compile(r"(?<![0-9.,])[0-9]{2,4}(?![0-9.,])")
+_DECIMAL_SEPARATOR = re.compile(r"[0-9]([.,])[0-9]{2}(?![0-9])")
+
+
+def restore_lost_points(text: str) -> str:
+    """Put back a decimal point OCR dropped in a table row: a line that holds no quantity x unit
+    price = amount reading, but does once one whole number gets the line's decimal separator one
+    or two places from its end (`Travel time  h  15  119.44  179.16` -> `1.5`), is rewritten so;
+    only where exactly one such change balances the line."""
+    from extraction.candidates import balanced_readings
+
+    out = []
+    for line in text.split("\n"):
+        sep = _DECIMAL_SEPARATOR.search(line)
+        if sep and len(_WHOLE.findall(line)) and not balanced_readings(line):
+            fixed = {
+                line[: m.start()] + m.group(0)[:-places] + sep.group(1) + m.group(0)[-places:] + line[m.end():]
+                for m in _WHOLE.finditer(line) for places in (1, 2)
+            }
+            fixed = [candidate for candidate in fixed if balanced_readings(candidate)]
+            if len(fixed) == 1:
+                line = fixed[0]
+        out.append(line)
+    return "\n".join(out)
+
+
 # --- pages -----------------------------------------------------------------------------------
 
 
-def ocr_page(image, page: int = 1, engine_name: str = OcrEngine.RAPIDOCR, langs: str | None = None) -> tuple[str, PageOcr]:
-    """Text and confidence of one page image (a PIL image)."""
+def balanced_rows(text: str) -> int:
+    """How many lines of `text` read as a table row whose quantity x unit price = amount: a
+    reading's self-check, no truth needed."""
+    from extraction.candidates import balanced_readings
+
+    return sum(1 for line in text.split("\n") if balanced_readings(line))
+
+
+def ocr_page(image, page: int = 1, engine_name: str = OcrEngine.RAPIDOCR, langs: str | None = None,
+             min_confidence: float = 0.0) -> tuple[str, PageOcr]:
+    """Text and confidence of one page image (a PIL image).
+
+    With Tesseract, RapidOCR reads the page first: its line boxes give the skew Tesseract's
+    reading is made on, and its own reading is kept instead of Tesseract's where that one has
+    more table rows that add up (Tesseract misread a figure of a warped photo), or where
+    Tesseract found no word or read under `min_confidence`. Otherwise Tesseract's reading is
+    kept: its alphabet has the umlauts, accents and currency signs, and it keeps word spaces."""
     t0 = time.perf_counter()
     rgb = image.convert("RGB")
-    words = _tesseract_words(rgb, langs) if engine_name == OcrEngine.TESSERACT and langs else _rapidocr_words(rgb)
-    text = "\n".join(group_lines(words))
-    conf = statistics.fmean(w.score for w in words) if words else None
-    return text, PageOcr(page, conf, len(words), time.perf_counter() - t0, rgb.width, rgb.height)
+    rapid = _rapidocr_words(rgb)
+    readings = [(OcrEngine.RAPIDOCR, rapid)]
+    if engine_name == OcrEngine.TESSERACT and langs:
+        readings.insert(0, (OcrEngine.TESSERACT, _tesseract_words(deskew(rgb, rapid), langs)))
+    scored = []
+    for name, words in readings:
+        text = restore_lost_points("\n".join(group_lines(words)))
+        conf = statistics.fmean(w.score for w in words) if words else None
+        usable = conf is not None and conf >= min_confidence
+        scored.append((usable, balanced_rows(text), name, text, conf, len(words)))
+    # the first (Tesseract) wins ties: max() keeps the first of equal keys
+    usable, _, used, text, conf, count = max(scored, key=lambda r: (r[0], r[1]))
+    return text, PageOcr(page, conf, count, time.perf_counter() - t0, rgb.width, rgb.height, used)
 
 
 def _open_image(data: bytes, max_pixels: int):
@@ -326,7 +394,7 @@ def read_scan(data: bytes, content_type: str, settings=None) -> OcrOutcome:
             return _refuse("OCR_IMAGE_TOO_SMALL", f"Page {i + 1} is {image.width}x{image.height} pixels: too small "
                            "to hold readable text.", page_count=count, seconds=time.perf_counter() - t0,
                            engine=engine_name)
-        text, page = ocr_page(image, i + 1, engine_name, langs)
+        text, page = ocr_page(image, i + 1, engine_name, langs, settings.ocr_min_confidence)
         out.pages.append(page)
         texts.append(text)
     out.seconds = time.perf_counter() - t0

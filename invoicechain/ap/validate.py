@@ -32,14 +32,11 @@ MAX_DAYS_TO_DUE = 366
 _DISCARDED = (InvoiceStatus.INVALID, InvoiceStatus.REJECTED, InvoiceStatus.FAILED)
 
 
-def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, today: date | None = None) -> RuleResult:
-    """VALID or INVALID, with every finding as a reason (warnings included)."""
-    fields = invoice.fields or {}
-    today = today or date.today()
+def check_document(fields: dict, settings: Settings, today: date) -> tuple[list[dict], dict]:
+    """The rules that need only the document's own fields (required fields, numbers, arithmetic,
+    dates, currency): (blocking findings, facts). `validate_invoice` adds the master-data rules."""
     tol = Decimal(str(settings.amount_tolerance))
     blocking: list[dict] = []
-    warnings: list[dict] = []
-
     missing = [name for name in REQUIRED_FIELDS if not _present(fields.get(name))]
     for name in missing:
         blocking.append(reason(Reason.MISSING_FIELD, f"The required field {name} is missing."))
@@ -54,6 +51,15 @@ def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, 
     currency_known = is_known_currency(currency) if currency else None
     if currency and not currency_known:
         blocking.append(reason(Reason.UNKNOWN_CURRENCY, f"The currency '{currency}' is not an ISO 4217 code."))
+    return blocking, {"missing": missing, "arithmetic": arithmetic, "dates": dates, "currency_known": currency_known}
+
+
+def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, today: date | None = None) -> RuleResult:
+    """VALID or INVALID, with every finding as a reason (warnings included)."""
+    fields = invoice.fields or {}
+    today = today or date.today()
+    blocking, document_facts = check_document(fields, settings, today)
+    warnings: list[dict] = []
 
     match = resolve_vendor(session, fields.get("vendor_name"))
     vendor = match.vendor
@@ -78,10 +84,7 @@ def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, 
 
     decision = Decision.INVALID if blocking else Decision.VALID
     facts = {
-        "missing": missing,
-        "arithmetic": arithmetic,
-        "dates": dates,
-        "currency_known": currency_known,
+        **document_facts,
         "vendor": match.facts(),
         "bank": bank,
         "history": history,

@@ -44,3 +44,18 @@ def test_without_the_language_packs_rapidocr_reads_and_says_so():
                         _settings(ocr_languages="xx+yy"))
     assert out.ok, out.message
     assert out.summary()["engine"] == "rapidocr-onnxruntime" and "INVOICE" in out.text.upper()
+
+
+def test_each_page_keeps_the_reading_whose_rows_add_up_and_whose_confidence_clears_the_floor():
+    from PIL import Image
+
+    langs = ocr.tesseract_languages(_settings().ocr_languages)
+    # A clean photo: Tesseract's reading, umlauts and all.
+    text, page = ocr.ocr_page(Image.open(DATA / "kraxi-photo.jpg"), 1, "tesseract", langs)
+    assert page.engine == "tesseract" and "Beträge" in text
+    # A photo where Tesseract misreads a row's quantity: RapidOCR's reading has more rows that add up.
+    photo = Image.open(DATA / "inv-00004-photo.jpg")
+    text, page = ocr.ocr_page(photo, 1, "tesseract", langs)
+    assert page.engine == "rapidocr-onnxruntime" and ocr.balanced_rows(text) == 7
+    # RapidOCR alone (Tesseract not chosen) reads the same.
+    assert ocr.ocr_page(photo, 1, "rapidocr-onnxruntime")[1].engine == "rapidocr-onnxruntime"

@@ -33,7 +33,16 @@ def test_wrong_values_are_flagged_when_their_field_is_named_and_stopped_when_mis
     m = measure(records, settings(total_amount=0.5))
     assert (m["invoices"], m["routed"], m["wrong"], m["flagged"], m["stopped"]) == (5, 2, 4, 2, 3)
     assert [(x["id"], x["field"]) for x in m["missed"]] == [("doc-3", "currency")]
-    assert m["by_reason"] == {"LOW_CONFIDENCE": 1, "UNGROUNDED_FIELD": 1}
+    assert m["by_reason"] == {"LOW_CONFIDENCE": 1, "UNGROUNDED_FIELD": 1, "MISSING_FIELD": 1}
+    assert m["to_person"] == 3  # two routed, one INVALID
+
+
+def test_a_confident_total_that_does_not_add_up_is_stopped_as_invalid_not_routed():
+    bad = record(0, 0.99, {"total_amount": "12.00", "subtotal": "10.00", "tax": "1.90"})
+    bad["gold"].update(subtotal="10.00", tax="1.90", total_amount="11.90")
+    m = measure([bad, record(1, 0.99)], settings(total_amount=0.5))
+    assert (m["routed"], m["to_person"], m["wrong"], m["stopped"]) == (0, 1, 1, 1)
+    assert m["by_reason"] == {"ARITHMETIC_MISMATCH": 1} and m["missed"] == []
 
 
 def test_calibration_catches_what_the_budget_allows_and_nothing_more():

@@ -179,6 +179,15 @@ def test_a_credit_note_row_keeps_its_sign():
     assert mend_row(text, "Bubble wrap 1.5m x 100m", "-56.20", "56.20", "-56.20")["quantity"] == "-1"
 
 
+def test_a_quantity_whose_decimal_point_a_scan_lost_is_put_back():
+    text = "ART-61964  Travel time  h  15  119.44  179.16\n"  # printed 1.5; OCR read 15
+    f = {"line_items": [{"description": "Travel time", "quantity": "15", "unit_price": "119.44", "amount": "179.16"}]}
+    changes = reconcile_rows(f, text, ground_fields(f, text))
+    assert f["line_items"][0]["quantity"] == "1.5"
+    assert [(c.field, c.before, c.after) for c in changes] == [("line_items[0].quantity", "15", "1.5")]
+    assert "decimal point" in changes[0].reason
+
+
 def test_rows_that_cannot_be_checked_or_mended_stay_as_read():
     text = "Consulting, March  12  110.00  1,250.00\nSetup fee  450.00\n"
     items = [

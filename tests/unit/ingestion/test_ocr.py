@@ -116,3 +116,13 @@ def test_scripts_other_than_latin_are_named():
 def test_a_text_layer_without_character_map_counts_as_no_text():
     assert ocr.garbled_text_layer("(cid:1)(cid:2)(cid:3)" * 30)
     assert not ocr.garbled_text_layer("Invoice 42\nTotal 1,810.80 EUR")
+
+
+def test_a_decimal_point_lost_in_a_table_row_is_put_back_only_where_one_change_balances_it():
+    assert ocr.restore_lost_points("ART-61964  Travel time  h  15  119.44  179.16") == (
+        "ART-61964  Travel time  h  1.5  119.44  179.16")
+    assert ocr.restore_lost_points("Storch  2  12,5  25,00\nFracht  15  2,00  3,00") == (
+        "Storch  2  12,5  25,00\nFracht  1,5  2,00  3,00")
+    # Balanced rows, rows no single change balances, and text without amounts stay as read.
+    for line in ("Storch  10  20,00  200,00", "Consulting  12  110.00  1,250.00", "PO 4500012 of 12 May 2026"):
+        assert ocr.restore_lost_points(line) == line
