@@ -21,8 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "ocr"
 #: inv-00000 scanned (image-only PDF) and inv-00004 photographed (JPEG); both schedule a payment.
-#: (The OCR engine's alphabet has no euro or pound sign: a photo whose currency is printed only
-#: as `€` is read without its currency, see docs/ocr.md.)
 SCANS = {"inv-00000-scan.pdf": "application/pdf", "inv-00004-photo.jpg": "image/jpeg"}
 DONE = {"payment_ready", "pending_approval"}
 SERVICE_VARS = ("REDIS_URL", "DATABASE_URL", "INVOICECHAIN_REDIS_URL", "INVOICECHAIN_DATABASE_URL")
