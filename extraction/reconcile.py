@@ -619,22 +619,6 @@ def sender_line(text: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _wrapped_legal_name(block: list[str], name: str) -> str | None:
-    """`name` and the block's line right under it, where that line ends in a legal form, holds no
-    digit and `name` has no legal form of its own (`MVM Musterhafter` / `Versicherungsverein
-    Musterstadt a.G.`); else None."""
-    from extraction.candidates import _NAME_IN_LEGAL_FORM
-
-    flat = [_flat(v) for v in block]
-    if _flat(name) not in flat or _NAME_IN_LEGAL_FORM.search(name):
-        return None
-    k = flat.index(_flat(name))
-    below = block[k + 1] if k + 1 < len(block) else ""
-    if below and not re.search(r"\d", below) and _NAME_IN_LEGAL_FORM.search(below):
-        return f"{name} {below}"
-    return None
-
-
 def reconcile_parties(fields: dict, text: str) -> list[Reconciled]:
     """The vendor and the client as the document labels them: where it prints a seller's label
     (`Verkäufer:`, `Seller:`, `Fournisseur :`) or a customer's (`Bill to:`, `Käufer:`) with the
@@ -658,19 +642,11 @@ def reconcile_parties(fields: dict, text: str) -> list[Reconciled]:
             continue
         if len(names) > 1 and _SALUTATION.fullmatch(names[0]):  # `Herrn` above `Max Mustermann`
             names[0] = f"{names[0]} {names[1]}"
-        wrapped = _wrapped_legal_name(block, names[0])
         labelled.add(name)
         value = fields.get(name)
-        if wrapped and isinstance(value, str) and _flat(value) == _flat(names[0]):
-            changes.append(Reconciled(name, value, wrapped, "a name printed over two lines, the second ending in its legal form"))
-            fields[name] = wrapped
-            continue
         if (isinstance(value, str) and _flat(value) in {_flat(v) for v in block} and not _ADDRESS_LINE.search(value)
                 and not _SALUTATION.fullmatch(value.strip())):
             continue
-        names[0] = wrapped or names[0]
-        if isinstance(value, str) and _flat(value) == _flat(names[0]):
-            continue  # the model read the name as the label gives it (`Herrn Max Mustermann`)
         changes.append(Reconciled(name, value, names[0], "the first name under the party's own label"))
         fields[name] = names[0]
     sender = sender_line(text)

@@ -590,19 +590,3 @@ def test_a_document_that_prints_no_currency_but_a_euro_area_account_is_in_euros(
     assert reconcile_currency(f, scan + "Total CHF 104.00\n") == [] and f["currency"] is None
     f = {"currency": None}  # an account outside the euro area
     assert reconcile_currency(f, "Total 104.00\nIBAN GB82 WEST 1234 5698 7654 32\n") == []
-
-
-def test_a_labelled_name_printed_over_two_lines_ends_with_its_legal_form():
-    from extraction.reconcile import reconcile_parties
-
-    text = ("Verkäufer:\nGlobale Nummer: 1234567890128 (GTIN)\nMVM Musterhafter\nVersicherungsverein Musterstadt a.G.\n\n"
-            "Musterstr. 12\nDE 12345 Musterstadt\nKäufer:\nHerrn\nMax Mustermann\nMusterstr. 11\n")
-    f = {"vendor_name": "MVM Musterhafter", "client_name": "Herrn Max Mustermann"}
-    changes = reconcile_parties(f, text)
-    assert f["vendor_name"] == "MVM Musterhafter Versicherungsverein Musterstadt a.G."
-    assert [(c.field, c.before) for c in changes] == [("vendor_name", "MVM Musterhafter")]
-    # a model name from elsewhere takes the whole labelled name; a one-line name is left alone
-    f = {"vendor_name": "Globale Nummer", "client_name": None}
-    reconcile_parties(f, text)
-    assert f["vendor_name"] == "MVM Musterhafter Versicherungsverein Musterstadt a.G."
-    assert reconcile_parties({"vendor_name": "Nordwind Handel GmbH", "client_name": "Lindenhof AG"}, SELLER_BLOCK) == []
