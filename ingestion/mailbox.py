@@ -316,7 +316,8 @@ def _poll_box(box, cfg: MailboxConfig, settings: Settings, report: PollReport, l
                 report.busy += 1
             elif state == "finished":
                 report.finished_again += 1
-                (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(uid)
+                if _settled_by_its_poller(row):
+                    (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(uid)
             elif oversize:
                 _finish(row.id, MailStatus.QUARANTINED, settings, reason=oversize)
                 quarantine_uids.append(uid)
@@ -338,7 +339,8 @@ def _poll_box(box, cfg: MailboxConfig, settings: Settings, report: PollReport, l
                     continue
                 if state == "finished":
                     report.finished_again += 1
-                    (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(msg.uid)
+                    if _settled_by_its_poller(row):
+                        (quarantine_uids if row.status == MailStatus.QUARANTINED else done_uids).append(msg.uid)
                     continue
                 row_id = row.id
                 held.add(row_id)
@@ -368,6 +370,20 @@ def _poll_box(box, cfg: MailboxConfig, settings: Settings, report: PollReport, l
         _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
         done_uids, quarantine_uids = [], []
     _settle(box, cfg, done_uids, quarantine_uids, MailMessageFlags)
+
+
+#: A mail another poller finished less than this long ago is left for that poller to move: two
+#: IMAP sessions moving one mail at once can leave two copies in the target folder.
+SETTLE_GRACE_S = 120
+
+
+def _settled_by_its_poller(row: MailMessage) -> bool:
+    """Whether this poll should move a mail the ledger already holds finished: only once the
+    poller that finished it has had its time to move it (a move lost with a crash is redone)."""
+    if row.finished_at is None:
+        return True
+    finished = row.finished_at if row.finished_at.tzinfo else row.finished_at.replace(tzinfo=timezone.utc)
+    return utcnow() - finished > timedelta(seconds=SETTLE_GRACE_S)
 
 
 def _settle(box, cfg: MailboxConfig, done_uids: list[str], quarantine_uids: list[str], flags) -> None:

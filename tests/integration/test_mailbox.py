@@ -132,6 +132,10 @@ def test_a_poll_that_breaks_off_frees_its_claims_for_the_next_poll(settings, ima
     assert {r.status for r in _ledger(settings).values()} == {"done"} and len(_ledger(settings)) == 2
     report = poll_mailbox(cfg, settings=settings)
     assert report.busy == 0 and report.taken == 3
+    # The two mails finished before the break stay until their poller's grace to move them is over.
+    assert imap.count("INBOX") == 2 and report.finished_again == 2
+    monkeypatch.setattr(mailbox, "SETTLE_GRACE_S", 0)
+    assert poll_mailbox(cfg, settings=settings).finished_again == 2
     assert len(_ledger(settings)) == 5 and all(r.status == "done" for r in _ledger(settings).values())
     assert imap.count("INBOX") == 0 and imap.count("Processed") == 5
 
