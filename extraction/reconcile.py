@@ -459,7 +459,7 @@ _ADDRESS_END = re.compile(r"(?i)[\s,.;:-]*(?<![^\W\d_])" + LEXICON.label("contac
 #: number (`TK DIVISION KITCHEN SDN BHD 1202152-P 19-1, JALAN ...`).
 _COMPANY_HEAD = re.compile(
     r"(?i)^.{0,80}?(?<![^\W\d_])(?:" + "|".join(LEXICON.company_head_forms) + r")\.?"
-    r"(?:\s*\(?\d{3,8}-?[A-Z]\)?)?[\s,.;:-]+")
+    r"(?:\s*" + LEXICON.label("registration_number") + r")?[\s,.;:-]+")
 
 
 def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
@@ -477,8 +477,8 @@ def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
     if m and re.search(r"\d", out[m.end():]):
         out = out[m.end():]
     m = _ADDRESS_END.search(out)
-    # only after a whole address: its head holds a postcode-like number and a word
-    if m and re.search(r"\d{4,}", out[: m.start()]) and re.search(r"[^\W\d_]{3}", out[: m.start()]):
+    # only after a whole address: its head holds a number and two words (a street and a place)
+    if m and re.search(r"\d", out[: m.start()]) and len(re.findall(r"[^\W\d_]{3,}", out[: m.start()])) >= 2:
         out = out[: m.start()].rstrip(" ,;:-")
     if out == value or not re.search(r"[^\W\d_]{2}", out):
         return []
@@ -519,10 +519,17 @@ def reconcile_run_on_text(fields: dict, text: str) -> list[Reconciled]:
     return changes
 
 
+#: A name that ends in its legal form and then the company's registration number
+#: (`MOONLIGHT CAKE HOUSE SDN BHD 862725-U`): the name is what comes before the number.
+_REGISTERED_NAME = re.compile(r"(?i)^(.*?(?<![^\W\d_])" + LEXICON.legal_form() + r")[\s,.]*"
+                              + LEXICON.label("registration_number") + r"\s*$")
+
+
 def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
     """The shapes the grammar holds labelled values to (`extraction.grammar._SHAPES`), for every
     value: a vendor or client name loses a leading title or stamp word (`COPY ANDERSSON
-    OFFICE SUPPLIES HB`) and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
+    OFFICE SUPPLIES HB`) and a registration number after its legal form (`KT WONG TRADING
+    (001904043-H)`), and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
     an invoice, PO or bank account number without a digit (`RECHNUNG`) is null."""
     from extraction.grammar import TITLE_START
 
@@ -534,10 +541,12 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
         after = value
         while m := TITLE_START.match(after):
             after = after[m.end():]
+        if m := _REGISTERED_NAME.match(after):
+            after = m.group(1)
         after = after if re.search(r"[^\W\d_]{2}", after) else None
         if after != value:
             fields[name] = after
-            changes.append(Reconciled(name, value, after, "a title or stamp word, or no name"))
+            changes.append(Reconciled(name, value, after, "a title or stamp word, a registration number, or no name"))
     bank = fields.get("bank") if isinstance(fields.get("bank"), dict) else {}
     for name, holder in (("invoice_id", fields), ("po_number", fields), ("bank.account_number", bank)):
         key = name.rsplit(".", 1)[-1]
@@ -728,6 +737,52 @@ def reconcile_invoice_number(fields: dict, text: str) -> list[Reconciled]:
 
 
 #: A net total's label starting the cell an amount is printed after (`Positionssumme  180,76`).
+_ROUNDING_LABEL = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.label("rounding"))
+_CHANGE_LABEL = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.label("change_given") + r"(?![^\W\d_])")
+#: The largest rounding adjustment (cash totals are rounded to 5 or 10 cents).
+MAX_ROUNDING = Decimal("0.10")
+ROUNDED_TO = Decimal("0.05")
+
+
+def _rounded_totals(total: Decimal, tax: Decimal | None, text: str, counts: dict) -> set[Decimal]:
+    """Printed totals the answer's total (or it plus its tax, where that sum is printed) makes
+    with one printed rounding adjustment, each a multiple of 5 cents."""
+    bases = {total} | ({total + tax} if tax and abs(total + tax) in counts else set())
+    roundings = {abs(v) for v in _printed(text, cents_only=True) if CENT <= abs(v) < MAX_ROUNDING}
+    return {c for base in bases for r in roundings for c in (base + r, base - r)
+            if c > 0 and c in counts and c % ROUNDED_TO == 0}
+
+
+def reconcile_receipt_total(fields: dict, text: str) -> list[Reconciled]:
+    """The amount a receipt asks for, where the answer's total is another amount beside it:
+    - **before rounding**: a total that is no multiple of 5 cents, on a document with a
+      rounding label, becomes the one printed multiple of 5 cents that it (or it plus the
+      tax) makes with one printed adjustment under 10 cents (`127.37`, `ROUNDING ADJ -0.02`,
+      `127.35`);
+    - **the cash handed over**: a whole-unit total printed once, on a document with a change
+      label, becomes the one amount printed more often than it whose difference to it is
+      printed too (`50.00` tendered, `21.85` change: `28.15`)."""
+    total = _dec(fields.get("total_amount"))
+    if total is None or total <= 0:
+        return []
+    counts = _printed_counts(text)
+    found: set[Decimal] = set()
+    reason = ""
+    if total % ROUNDED_TO != 0 and _ROUNDING_LABEL.search(text):
+        found = _rounded_totals(total, _dec(fields.get("tax")), text, counts)
+        reason = "the amount before rounding; the printed total the rounding adjustment makes"
+    if not found and total % 1 == 0 and counts.get(total) == 1 and _CHANGE_LABEL.search(text):
+        found = {x for x, n in counts.items()
+                 if 0 < x < total and n >= 2 and n > counts.get(total, 0) and (total - x) in counts and total - x != x}
+        reason = "the cash handed over; the printed total that it less the printed change makes"
+    if len(found) != 1:
+        return []
+    after = _text(found.pop())
+    before = fields["total_amount"]
+    fields["total_amount"] = after
+    return [Reconciled("total_amount", before, after, reason)]
+
+
 _NET_TOTAL = re.compile(r"(?i)^[\s:]*" + LEXICON.label("net_total") + r"(?![^\W\d_])[\s:.]*(?:[A-Z]{3}|[€$£])?[\s:]*$")
 
 
@@ -809,6 +864,7 @@ RECONCILIATION_RULES: tuple[ReconciliationRule, ...] = (
     ReconciliationRule("rows", reconcile_rows),
     ReconciliationRule("net_total", lambda f, t, g: reconcile_net_total(f, t)),
     ReconciliationRule("subtotal", lambda f, t, g: reconcile_subtotal(f, t)),
+    ReconciliationRule("receipt_total", lambda f, t, g: reconcile_receipt_total(f, t)),
     ReconciliationRule("totals", lambda f, t, g: reconcile_totals(f, t)),
     ReconciliationRule("gross_tax", lambda f, t, g: reconcile_gross_tax(f, t)),
     ReconciliationRule("identifiers", lambda f, t, g: reconcile_identifiers(f, t)),

@@ -37,7 +37,7 @@ LABEL_KINDS = (
     "total", "not_total", "total_includes", "due_date", "issue_date", "other_date", "vendor_name", "client_name",
     "payment_terms", "po_number", "invoice_id", "invoice_number", "customer_number", "delivery_note",
     "tax_id", "shipping", "tax", "discount", "amount", "subtotal", "unit_column", "price_words",
-    "contact", "contact_field", "rounding", "without",
+    "contact", "contact_field", "rounding", "change_given", "without",
     "salutation", "net_total",
 )
 #: Parts of a payment-terms phrase (`invoicechain.ap.payment`).

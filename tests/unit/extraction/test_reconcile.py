@@ -10,6 +10,7 @@ from extraction.reconcile import (
     reconcile,
     reconcile_address,
     reconcile_identifiers,
+    reconcile_receipt_total,
     reconcile_rows,
     reconcile_run_on_text,
     reconcile_shapes,
@@ -343,6 +344,10 @@ def test_an_address_loses_the_company_name_before_it_and_the_phone_after_it():
          "NO. 17-G, JALAN SETIA INDAH (X) U13/X, 40170 SHAH ALAM,"),
         ({"vendor_name": "Fiere Verpakkingen BV", "vendor_address": "Fiere Verpakkingen BV, Wesselweg 53, 3461QU Nijlande"},
          "Wesselweg 53, 3461QU Nijlande"),
+        # no postcode printed: a street number and two words make it a whole address
+        ({"vendor_name": "C W KHOO HARDWARE SDN BHD", "vendor_address":
+          "NO.50, JALAN PBS 14/11, KAWASAN PERINDUSTRIAN BUKIT SERDANG, TEL : 03-89410243"},
+         "NO.50, JALAN PBS 14/11, KAWASAN PERINDUSTRIAN BUKIT SERDANG"),
     ]
     for f, after in cases:
         changes = reconcile_address(f, "")
@@ -384,6 +389,63 @@ def test_names_and_numbers_keep_their_shapes():
         assert f["vendor_name"] is None, name
     f = {"vendor_name": "Invoiceware GmbH", "client_name": "Käster"}
     assert reconcile_shapes(f, "") == []
+    # a registration number after the legal form is no part of the name; one before it is kept
+    for read, name in (("MOONLIGHT CAKE HOUSE SDN BHD 862725-U", "MOONLIGHT CAKE HOUSE SDN BHD"),
+                       ("KT WONG TRADING (001904043-H)", "KT WONG TRADING")):
+        f = {"vendor_name": read}
+        assert reconcile_shapes(f, "")[0].after == name and f["vendor_name"] == name
+    for kept in ("99 SPEED MART S/B", "3M Deutschland GmbH", "Studio 54 Ltd"):
+        f = {"vendor_name": kept}
+        assert reconcile_shapes(f, "") == [] and f["vendor_name"] == kept
+
+
+ROUNDED_RECEIPT = """AEON CO. (M) BHD
+SUB-TOTAL
+TOTAL SALES INCL GST
+ROUNDING ADJ
+TOTAL AFTER ADJ INCL GST
+CASH
+CHANGE AMT
+127.37
+127.37
+-0.02
+127.35
+150.00
+22.65
+GST SUMMARY  SR @ 0%  127.37  0.00
+"""
+
+TENDERED_RECEIPT = """THE TOAST F&B SDN BHD
+SUB TOTAL RM
+ROUND:
+TOTAL DUE (GST INC):
+PAID: CASH
+CHANGE:
+28.15
+0.00
+28.15
+50.00
+21.85
+"""
+
+
+def test_a_receipts_total_is_what_it_asks_for_not_the_amount_before_rounding_or_the_cash_handed_over():
+    f = {"total_amount": "127.37", "tax": "0.00"}
+    changes = reconcile_receipt_total(f, ROUNDED_RECEIPT)
+    assert f["total_amount"] == "127.35" and changes[0].before == "127.37"
+    # the amount before rounding plus its tax, where that sum is printed
+    text = "TOTAL(MYR): 17.93\nGST @ 6%: 1.08\nNET TOTAL(MYR): 19.01\nROUNDING ADJ.: -0.01\nNET TOTAL ROUNDED(MYR): 19.00\n"
+    f = {"total_amount": "17.93", "tax": "1.08"}
+    assert reconcile_receipt_total(f, text) and f["total_amount"] == "19.00"
+    f = {"total_amount": "50.00", "tax": None}
+    changes = reconcile_receipt_total(f, TENDERED_RECEIPT)
+    assert f["total_amount"] == "28.15" and "cash" in changes[0].reason
+    # a rounded total, or a receipt without a rounding or change label: left as read
+    for total, text in (("127.35", ROUNDED_RECEIPT), ("28.15", TENDERED_RECEIPT),
+                        ("50.00", TENDERED_RECEIPT.replace("CHANGE:", "BALANCE:")),
+                        ("127.37", ROUNDED_RECEIPT.replace("ROUNDING ADJ", "SAVINGS"))):
+        f = {"total_amount": total, "tax": None}
+        assert reconcile_receipt_total(f, text) == [] and f["total_amount"] == total, total
 
 
 SELLER_BLOCK = """Darstellung der Rechnungsdaten
