@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 from invoicechain.schema import DECIMAL_PATTERN, BankDetails
-from extraction.candidates import _NUMBER, _NUMERIC_DATE, FIELD_LABELS, _readings, text_before
+from extraction.candidates import _NUMBER, _NUMERIC_DATE, _ROUNDING, FIELD_LABELS, _readings, text_before
 from invoicechain.lexicon import lexicon
 
 LEXICON = lexicon()
@@ -736,19 +736,17 @@ def reconcile_invoice_number(fields: dict, text: str) -> list[Reconciled]:
     return [Reconciled("invoice_id", value, after, f"{reason}; the number printed after the invoice number's label")]
 
 
-#: A net total's label starting the cell an amount is printed after (`Positionssumme  180,76`).
-_ROUNDING_LABEL = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.label("rounding"))
 _CHANGE_LABEL = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.label("change_given") + r"(?![^\W\d_])")
 #: The largest rounding adjustment (cash totals are rounded to 5 or 10 cents).
 MAX_ROUNDING = Decimal("0.10")
 ROUNDED_TO = Decimal("0.05")
 
 
-def _rounded_totals(total: Decimal, tax: Decimal | None, text: str, counts: dict) -> set[Decimal]:
-    """Printed totals the answer's total (or it plus its tax, where that sum is printed) makes
-    with one printed rounding adjustment, each a multiple of 5 cents."""
+def _rounded_totals(total: Decimal, tax: Decimal | None, counts: dict[Decimal, int]) -> set[Decimal]:
+    """Printed totals (`counts`: `_printed_counts`) the answer's total, or it plus its tax where
+    that sum is printed, makes with one printed rounding adjustment, each a multiple of 5 cents."""
     bases = {total} | ({total + tax} if tax and abs(total + tax) in counts else set())
-    roundings = {abs(v) for v in _printed(text, cents_only=True) if CENT <= abs(v) < MAX_ROUNDING}
+    roundings = {v for v in counts if CENT <= v < MAX_ROUNDING}
     return {c for base in bases for r in roundings for c in (base + r, base - r)
             if c > 0 and c in counts and c % ROUNDED_TO == 0}
 
@@ -768,12 +766,12 @@ def reconcile_receipt_total(fields: dict, text: str) -> list[Reconciled]:
     counts = _printed_counts(text)
     found: set[Decimal] = set()
     reason = ""
-    if total % ROUNDED_TO != 0 and _ROUNDING_LABEL.search(text):
-        found = _rounded_totals(total, _dec(fields.get("tax")), text, counts)
+    if total % ROUNDED_TO != 0 and _ROUNDING.search(text):
+        found = _rounded_totals(total, _dec(fields.get("tax")), counts)
         reason = "the amount before rounding; the printed total the rounding adjustment makes"
     if not found and total % 1 == 0 and counts.get(total) == 1 and _CHANGE_LABEL.search(text):
         found = {x for x, n in counts.items()
-                 if 0 < x < total and n >= 2 and n > counts.get(total, 0) and (total - x) in counts and total - x != x}
+                 if 0 < x < total and n >= 2 and (total - x) in counts and total - x != x}
         reason = "the cash handed over; the printed total that it less the printed change makes"
     if len(found) != 1:
         return []
@@ -783,6 +781,7 @@ def reconcile_receipt_total(fields: dict, text: str) -> list[Reconciled]:
     return [Reconciled("total_amount", before, after, reason)]
 
 
+#: A net total's label starting the cell an amount is printed after (`Positionssumme  180,76`).
 _NET_TOTAL = re.compile(r"(?i)^[\s:]*" + LEXICON.label("net_total") + r"(?![^\W\d_])[\s:.]*(?:[A-Z]{3}|[€$£])?[\s:]*$")
 
 
