@@ -120,7 +120,7 @@ def blocked(record: dict, settings) -> list[str]:
 
     from invoicechain.ap.validate import check_document
 
-    findings, _ = check_document(record["pred"] or {}, settings, date.today())
+    findings, _, _ = check_document(record["pred"] or {}, settings, date.today())
     return sorted({str(f["code"]) for f in findings})
 
 
@@ -235,9 +235,10 @@ def main(argv=None) -> dict:
                   f"{m['to_person']} ({_pct(m['to_person_share'])}) | {m['wrong']} | "
                   f"{m['flagged']} ({_pct(m['flagged_share'])}) | {m['stopped']} ({_pct(m['stopped_share'])}) |")
     report = result["splits"]["calibrated on dev / heldout"]
-    met = (report["stopped_share"] or 0) >= GOAL_CAUGHT and (report["routed_share"] or 0) <= GOAL_ROUTED
+    # Both kinds of invoice wait for a person: those routed and those the rules made INVALID.
+    met = (report["stopped_share"] or 0) >= GOAL_CAUGHT and (report["to_person_share"] or 0) <= GOAL_ROUTED
     print(f"\nheldout, calibrated: reasons {report['by_reason']}; goal (>= {GOAL_CAUGHT:.0%} stopped, <= {GOAL_ROUTED:.0%} "
-          f"routed) {'met' if met else 'not met'}")
+          f"to a person) {'met' if met else 'not met'}")
     for m in report["missed"]:
         print(f"  missed: {m['id']} {m['field']}: read {m['pred']!r}, gold {m['gold']!r}, confidence {m['confidence']}")
     if args.json:

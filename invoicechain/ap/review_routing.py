@@ -3,7 +3,8 @@
 After validate_invoice finds an invoice VALID, it still stops in `needs_review` when one of
 its required fields is doubtful: the model's confidence in it is below the field's threshold
 (`settings.review_confidence`), its value is not found in the document (grounding failed), or
-the reconciliation rules changed what the model read (rules and model disagree). The reason
+the reconciliation rules replaced what the model read (rules and model disagree; a value the
+model left empty and the rules filled from the page is not a disagreement). The reason
 names the fields. Once a person has corrected the invoice's fields, its values are theirs,
 and the routing no longer applies.
 """
@@ -57,10 +58,22 @@ def doubtful_fields(invoice: Invoice, settings: Settings, reconciled: list[dict]
         if settings.review_on_ungrounded and isinstance(g, dict) and g.get("grounded") is False:
             out.setdefault(ReviewReason.UNGROUNDED_FIELD, []).append(name)
     if settings.review_on_reconciled:
-        changed = sorted({c.get("field") for c in reconciled or [] if c.get("field") in required_fields()})
+        changed = overruled_fields(reconciled)
         if changed:
             out[ReviewReason.RULES_CHANGED_FIELD] = changed
     return out
+
+
+def overruled_fields(reconciled: list[dict] | None) -> list[str]:
+    """Required fields whose value the model read and the rules replaced or removed: rules and
+    model disagree. A field the model left empty and the rules filled (a value printed after
+    its label) is not a disagreement; the grounding check still applies to it."""
+    first: dict[str, object] = {}
+    for change in reconciled or []:
+        name = change.get("field")
+        if name in required_fields() and name not in first:
+            first[name] = change.get("before")
+    return sorted(name for name, before in first.items() if before not in (None, ""))
 
 
 def _extract_run(session: Session, invoice_id: str) -> StepRun | None:

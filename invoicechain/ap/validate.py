@@ -1,10 +1,11 @@
 """The validate_invoice step: is this a well-formed invoice from a vendor we may pay?
 
-Blocking findings (the invoice is INVALID): a required field missing, arithmetic that does
-not add up, impossible dates, an unknown currency, an unknown or blocked vendor, a
-duplicate of an invoice already posted or already accepted. Warnings that do not block
+Blocking findings (the invoice is INVALID): a required field missing, totals that do not add
+up (and line items that do not either, unless the totals do), impossible dates, an unknown
+currency, an unknown or blocked vendor, a duplicate of an invoice already posted or already
+accepted. Warnings that do not block
 here but hold the payment later: the vendor is on hold, the bank account differs from the
-vendor record.
+vendor record; and line items that do not add up on an invoice whose totals do.
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ MAX_DAYS_TO_DUE = 366
 _DISCARDED = (InvoiceStatus.INVALID, InvoiceStatus.REJECTED, InvoiceStatus.FAILED)
 
 
-def check_document(fields: dict, settings: Settings, today: date) -> tuple[list[dict], dict]:
+def check_document(fields: dict, settings: Settings, today: date) -> tuple[list[dict], list[dict], dict]:
     """The rules that need only the document's own fields (required fields, numbers, arithmetic,
-    dates, currency): (blocking findings, facts). `validate_invoice` adds the master-data rules."""
+    dates, currency): (blocking findings, warnings, facts). `validate_invoice` adds the
+    master-data rules.
+
+    Line items that do not add up (a line's quantity × price, or the lines' sum against the
+    subtotal) block only when the totals that are paid do not add up either: when subtotal, tax,
+    discount and shipping make the total, the amount to pay is consistent and the line findings
+    are warnings (the lines are read less reliably than the totals; the PO match still checks
+    them against the order)."""
     tol = Decimal(str(settings.amount_tolerance))
     blocking: list[dict] = []
+    warnings: list[dict] = []
     missing = [name for name in REQUIRED_FIELDS if not _present(fields.get(name))]
     for name in missing:
         blocking.append(reason(Reason.MISSING_FIELD, f"The required field {name} is missing."))
@@ -44,22 +53,21 @@ def check_document(fields: dict, settings: Settings, today: date) -> tuple[list[
         if _present(fields.get(name)) and dec(fields.get(name)) is None:
             blocking.append(reason(Reason.MISSING_FIELD, f"{name} '{fields[name]}' is not a number."))
 
-    arithmetic = _check_arithmetic(fields, tol, blocking)
+    arithmetic = _check_arithmetic(fields, tol, blocking, warnings)
     dates = _check_dates(fields, today, blocking)
 
     currency = fields.get("currency")
     currency_known = is_known_currency(currency) if currency else None
     if currency and not currency_known:
         blocking.append(reason(Reason.UNKNOWN_CURRENCY, f"The currency '{currency}' is not an ISO 4217 code."))
-    return blocking, {"missing": missing, "arithmetic": arithmetic, "dates": dates, "currency_known": currency_known}
+    return blocking, warnings, {"missing": missing, "arithmetic": arithmetic, "dates": dates, "currency_known": currency_known}
 
 
 def validate_invoice(session: Session, invoice: Invoice, settings: Settings, *, today: date | None = None) -> RuleResult:
     """VALID or INVALID, with every finding as a reason (warnings included)."""
     fields = invoice.fields or {}
     today = today or date.today()
-    blocking, document_facts = check_document(fields, settings, today)
-    warnings: list[dict] = []
+    blocking, warnings, document_facts = check_document(fields, settings, today)
 
     match = resolve_vendor(session, fields.get("vendor_name"))
     vendor = match.vendor
@@ -96,8 +104,9 @@ def _present(value) -> bool:
     return value is not None and str(value).strip() != ""
 
 
-def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict]) -> dict:
+def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict], warnings: list[dict]) -> dict:
     lines = fields.get("line_items") or []
+    line_findings: list[dict] = []
     line_errors = 0
     amounts: list[Decimal] = []
     for i, line in enumerate(lines, start=1):
@@ -108,7 +117,7 @@ def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict]) -> dict:
             product = (q * p).quantize(Decimal("0.01"))
             if abs(product - a) > tol:
                 line_errors += 1
-                blocking.append(
+                line_findings.append(
                     reason(
                         Reason.ARITHMETIC_MISMATCH,
                         f"Line {i}: {qty(q)} × {money(p)} = {money(product)}, but the line amount is {money(a)}.",
@@ -117,7 +126,7 @@ def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict]) -> dict:
     lines_sum = sum(amounts, Decimal("0")) if lines and len(amounts) == len(lines) else None
     subtotal = dec(fields.get("subtotal"))
     if lines_sum is not None and subtotal is not None and abs(lines_sum - subtotal) > tol:
-        blocking.append(
+        line_findings.append(
             reason(
                 Reason.LINES_DONT_SUM,
                 f"The {len(lines)} line amounts sum to {money(lines_sum)}, but the subtotal is {money(subtotal)}.",
@@ -126,12 +135,15 @@ def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict]) -> dict:
     base = subtotal if subtotal is not None else lines_sum
     total = dec(fields.get("total_amount"))
     computed = None
+    header_adds_up = False
+    at = len(blocking)  # blocking line findings go before the totals' own
     if base is not None and total is not None:
         tax = dec(fields.get("tax")) or Decimal("0")
         shipping = dec(fields.get("shipping")) or Decimal("0")
         # A discount is subtracted whichever sign the document prints it with.
         discount = abs(dec(fields.get("discount")) or Decimal("0"))
         computed = base + tax - discount + shipping
+        header_adds_up = subtotal is not None and abs(computed - total) <= tol
         if abs(computed - total) > tol:
             what = "subtotal" if subtotal is not None else "line sum"
             blocking.append(
@@ -141,8 +153,13 @@ def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict]) -> dict:
                     f"{money(shipping)} = {money(computed)}, but the total is {money(total)}.",
                 )
             )
+    if header_adds_up:
+        warnings.extend(line_findings)
+    else:
+        blocking[at:at] = line_findings
     return {
         "lines": len(lines),
+        "lines_block": bool(line_findings) and not header_adds_up,
         "lines_sum": money(lines_sum),
         "line_errors": line_errors,
         "computed_total": money(computed),

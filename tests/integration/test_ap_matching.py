@@ -119,9 +119,16 @@ def test_validation_findings(session, settings):
     assert ok.decision == Decision.VALID and ok.reasons == []
     lines = lines_for("PO-2026-0153")
     lines[0] = {**lines[0], "amount": "130.00"}
+    # Lines that do not add up while subtotal + tax = total: the amount to pay is consistent,
+    # so the line findings are warnings; with totals that do not add up either, they block.
     bad_line = check(invoice_id="B1", lines=lines, subtotal="245.00", tax="46.55", total_amount="291.55")
+    assert bad_line.decision == Decision.VALID
     assert bad_line.codes == [Reason.ARITHMETIC_MISMATCH, Reason.LINES_DONT_SUM]
     assert "10 × 12.50 = 125.00" in bad_line.reasons[0]["message"]
+    bad_all = check(invoice_id="B1b", lines=lines, subtotal="245.00", tax="46.55", total_amount="299.00")
+    assert bad_all.decision == Decision.INVALID
+    assert bad_all.codes == [Reason.ARITHMETIC_MISMATCH, Reason.LINES_DONT_SUM, Reason.ARITHMETIC_MISMATCH]
+    assert "10 × 12.50 = 125.00" in bad_all.reasons[0]["message"]
     assert check(invoice_id="B2", due_date="2026-03-01").codes == [Reason.DUE_BEFORE_ISSUE]
     assert check(invoice_id="B3", issued=TODAY.replace(month=6)).codes == [Reason.DATE_TOO_FAR]
     assert check(invoice_id="B4", currency="EUX").codes == [Reason.UNKNOWN_CURRENCY]

@@ -55,3 +55,27 @@ def test_calibration_catches_what_the_budget_allows_and_nothing_more():
     assert thresholds["invoice_date"] == 0.0  # catching it would route everything: over the budget
     m = measure(dev, Settings(review_confidence={"default": 0.0, **thresholds}))
     assert m["routed"] == 3 and m["stopped"] == 3
+
+
+def test_line_items_that_do_not_add_up_block_only_when_the_totals_do_not_either():
+    from datetime import date
+
+    from invoicechain.ap.validate import check_document
+
+    lines = [{"description": "Bolts", "quantity": "2", "unit_price": "3.00", "amount": "7.00"},
+             {"description": "Nuts", "quantity": "1", "unit_price": "1.00", "amount": "1.00"}]
+    fields = {**GOLD, "subtotal": "8.40", "tax": "1.60", "total_amount": "10.00", "line_items": lines}
+    blocking, warnings, facts = check_document(fields, Settings(), date(2024, 4, 1))
+    assert blocking == [] and facts["arithmetic"]["lines_block"] is False
+    assert [w["code"] for w in warnings] == ["ARITHMETIC_MISMATCH", "LINES_DONT_SUM"]
+    assert "2 × 3.00 = 6.00" in warnings[0]["message"]
+
+    blocking, warnings, facts = check_document({**fields, "total_amount": "12.00"}, Settings(), date(2024, 4, 1))
+    assert warnings == [] and facts["arithmetic"]["lines_block"] is True
+    assert [b["code"] for b in blocking] == ["ARITHMETIC_MISMATCH", "LINES_DONT_SUM", "ARITHMETIC_MISMATCH"]
+
+    # an invoice read as a stopped routing candidate: VALID by its totals, so not INVALID
+    rec = record(0, 0.99)
+    rec["pred"].update(subtotal="8.40", tax="1.60", line_items=lines)
+    m = measure([rec], settings())
+    assert (m["to_person"], m["by_reason"]) == (0, {})
