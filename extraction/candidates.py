@@ -325,7 +325,7 @@ _CELL_LABEL = {name: re.compile(rf"(?i)(?:^|(?<=\S {{2}}))[ \t]*(?:{rx})(?:[ \t]
 LABEL_REACH = 3
 
 
-_LABELLED_CELL = re.compile(r"[^\W\d_][^:]{0,30}:\s")
+_LABELLED_CELL = re.compile(r"[^\W\d_][^:]{0,30}:(?:\s|(?=[^/\s]))")  # `Tel: …`, `StNr.:DE20…`, not `https://`
 
 
 def _label_cells(cells: list[str]) -> bool:
@@ -372,6 +372,8 @@ def labelled_text(text: str, name: str) -> list[str]:
 _LEGAL_FORM = LEXICON.legal_form()
 _NAME_IN_LEGAL_FORM = re.compile(rf"(?i)\S\s+({_LEGAL_FORM})$")
 _LEGAL_NAME = re.compile(rf"(?i)(.+?)\s+{_LEGAL_FORM}")
+#: A word that is a legal form, or a piece of one (`GmbH`, `Sdn`, `Pty`, `Co`).
+_LEGAL_FORM_WORD = re.compile(rf"(?i){_LEGAL_FORM}|sdn|pty|co")
 #: How many first lines of a document are its header, where the vendor's name is.
 HEADER_LINES = 5
 #: How many lines a company's name may be printed over (receipts wrap long names).
@@ -405,10 +407,11 @@ def legal_names(text: str) -> list[str]:
             whole = f"{above} {cell}".strip()
             found.update(dict.fromkeys(whole[w.start():] for w in re.finditer(r"(?<!\S)\S", whole)))
 
-    def named(n: str) -> bool:  # a name before the legal form, not a piece of one (`SDN BHD`)
+    def named(n: str) -> bool:
+        """A name before the legal form, not a piece of one (`SDN BHD`, `GmbH & Co. KG`): a word
+        of two letters or more that is no legal form itself."""
         m = _LEGAL_NAME.fullmatch(n)
-        return bool(m) and re.search(r"[^\W\d_]{2}", m.group(1)) is not None and not re.fullmatch(
-            r"(?i)sdn\.?|pty\.?|&?\s*co\.?|s\.?|b\.?", m.group(1))
+        return bool(m) and any(not _LEGAL_FORM_WORD.fullmatch(w) for w in re.findall(r"[^\W\d_]{2,}", m.group(1)))
 
     return [n for n in found if named(n)] if header else []
 

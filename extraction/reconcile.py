@@ -524,13 +524,39 @@ def reconcile_run_on_text(fields: dict, text: str) -> list[Reconciled]:
 _REGISTERED_NAME = re.compile(r"(?i)^(.*?(?<![^\W\d_])" + LEXICON.legal_form() + r")[\s,.]*"
                               + LEXICON.label("registration_number") + r"\s*$")
 
+#: A name that ends in its legal form and goes on after a separator with something else, its
+#: address or a tagline (`Au bon moulin SARL - 1242 chemin de l'olive`, `ACME Ltd, London`):
+#: the name is what comes before the separator.
+_NAME_THEN_MORE = re.compile(r"(?i)^(.*?[^\W\d_].*?(?<![^\W\d_])" + LEXICON.legal_form()
+                             + r")(?![^\W\d_])\.?(?:\s*[,;|·]|\s+[-–]|\s+\()\s*\S.*$")
+
+_LEGAL_FORM_IN = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.legal_form() + r"(?![^\W\d_])")
+
+
+#: A number sign glued before an identifier's first character (`N°F-2024…`, `Nr.4711`).
+_NUMBER_SIGN = re.compile(r"(?i)(?:" + LEXICON.label("number_sign") + r")\s*(?=[^\W_])")
+
+
+def _name_only(value: str) -> str:
+    """A name without what follows its legal form after a separator (`_NAME_THEN_MORE`)."""
+    m = _NAME_THEN_MORE.match(value)
+    return m.group(1) if m and not _LEGAL_FORM_IN.search(value[m.end(1):]) else value
+
+
+def _without_number_sign(value: str) -> str:
+    """An identifier without a number sign glued before it (`N°F-2024…` → `F-2024…`)."""
+    m = _NUMBER_SIGN.match(value)
+    return value[m.end():] if m and re.search(r"\d", value[m.end():]) else value
+
 
 def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
     """The shapes the grammar holds labelled values to (`extraction.grammar._SHAPES`), for every
     value: a vendor or client name loses a leading title or stamp word (`COPY ANDERSSON
-    OFFICE SUPPLIES HB`) and a registration number after its legal form (`KT WONG TRADING
-    (001904043-H)`), and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
-    an invoice, PO or bank account number without a digit (`RECHNUNG`) is null."""
+    OFFICE SUPPLIES HB`), a registration number after its legal form (`KT WONG TRADING
+    (001904043-H)`) and whatever follows its legal form after a separator (`Au bon moulin
+    SARL - 1242 chemin de l'olive`), and is null without two letters in a row (`Z = 0% 4.00`, `KOPIE`);
+    an invoice or PO number loses a number sign glued before it (`N°F-20240000014`); an
+    invoice, PO or bank account number without a digit (`RECHNUNG`) is null."""
     from extraction.grammar import TITLE_START
 
     changes = []
@@ -543,6 +569,8 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
             after = after[m.end():]
         if m := _REGISTERED_NAME.match(after):
             after = m.group(1)
+        else:
+            after = _name_only(after)  # (`XYZ TRADING (M) SDN BHD` ends in its legal form: kept)
         after = after if re.search(r"[^\W\d_]{2}", after) else None
         if after != value:
             fields[name] = after
@@ -551,7 +579,10 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
     for name, holder in (("invoice_id", fields), ("po_number", fields), ("bank.account_number", bank)):
         key = name.rsplit(".", 1)[-1]
         value = holder.get(key)
-        if isinstance(value, str) and not re.search(r"\d", value):
+        if key != "account_number" and isinstance(value, str) and _without_number_sign(value) != value:
+            holder[key] = _without_number_sign(value)
+            changes.append(Reconciled(name, value, holder[key], "a number sign before the number"))
+        elif isinstance(value, str) and not re.search(r"\d", value):
             holder[key] = None
             changes.append(Reconciled(name, value, None, "a number without a digit"))
     return changes
@@ -646,7 +677,9 @@ def reconcile_parties(fields: dict, text: str) -> list[Reconciled]:
         if name not in fields:
             continue
         block = labelled_text(text, name)
-        names = [v for v in block if not _ADDRESS_LINE.search(v) and re.search(r"[^\W\d_]{2}", v)]
+        # a cell with a digit is an address line, unless it holds a legal form (`Muster GmbH Werk 2`)
+        names = [_name_only(v) for v in block
+                 if (not _ADDRESS_LINE.search(v) or _LEGAL_FORM_IN.search(v)) and re.search(r"[^\W\d_]{2}", v)]
         if not names:
             continue
         if len(names) > 1 and _SALUTATION.fullmatch(names[0]):  # `Herrn` above `Max Mustermann`
@@ -726,7 +759,7 @@ def reconcile_invoice_number(fields: dict, text: str) -> list[Reconciled]:
     if "invoice_id" not in fields:
         return []
     value = fields["invoice_id"]
-    found = {m.group("value").rstrip(".,;") for m in _INVOICE_LABEL.finditer(text)}
+    found = {_without_number_sign(m.group("value").rstrip(".,;")) for m in _INVOICE_LABEL.finditer(text)}
     found = {v for v in found if not _NUMERIC_DATE.fullmatch(v) and len(re.findall(r"\d", v)) >= 2}
     if len(found) != 1 or (isinstance(value, str) and value.strip() in found):
         return []

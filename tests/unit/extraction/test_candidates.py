@@ -651,3 +651,15 @@ def test_a_date_that_starts_its_line_under_a_due_date_label_is_a_due_date():
     assert labelled_due_dates("Fälligkeit\nLieferung am 01.12.2026\n13.12.2026\n") == []
     # a header table's row: its first date is the column's on the left, not the due date's
     assert labelled_due_dates("Invoice date  Due date\n01.02.2026  03.03.2026\n") == []
+
+
+def test_a_totals_tax_is_no_total_and_a_legal_form_alone_is_no_name():
+    from extraction.candidates import labelled_totals, legal_names
+
+    text = ("Lieferant GmbH & Co. KG\nRechnung\n\nGesamtbetrag Netto:  554,55 €\nGesamtbetrag Steuer:  100,83 €\n"
+            "Gesamtbetrag Brutto:  655,38 €\n")
+    assert sorted(labelled_totals(text)) == ["-655.38", "655.38"]
+    assert legal_names("ZF_Sammelrechnung.xml\nLieferant GmbH & Co. KG\nRechnung\n") == [
+        "ZF_Sammelrechnung.xml Lieferant GmbH & Co. KG", "Lieferant GmbH & Co. KG"]
+    assert sorted(labelled_totals("Totaal excl. btw  100,00\nTotaal btw  21,00\nTotaal incl. btw  121,00\n")) == [
+        "-121.00", "121.00"]

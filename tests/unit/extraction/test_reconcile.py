@@ -652,3 +652,35 @@ def test_a_document_that_prints_no_currency_but_a_euro_area_account_is_in_euros(
     assert reconcile_currency(f, scan + "Total CHF 104.00\n") == [] and f["currency"] is None
     f = {"currency": None}  # an account outside the euro area
     assert reconcile_currency(f, "Total 104.00\nIBAN GB82 WEST 1234 5698 7654 32\n") == []
+
+
+def test_a_name_ends_at_its_legal_form_where_an_address_follows_it_and_a_number_sign_is_no_part_of_a_number():
+    for read, name in (("Au bon moulin SARL - 1242 chemin de l'olive", "Au bon moulin SARL"),
+                       ("ACME Ltd, London", "ACME Ltd"), ("Acme AG | Basel", "Acme AG"),
+                       ("Müller GmbH & Co. KG - Werk 2", "Müller GmbH & Co. KG")):
+        f = {"vendor_name": read}
+        assert reconcile_shapes(f, "")[0].after == name and f["vendor_name"] == name, read
+    # a legal form after the separator: the name goes on (`(M) SDN BHD`); no legal form: nothing to cut at
+    for kept in ("XYZ TRADING (M) SDN BHD", "Müller GmbH & Co. KG", "Kaffeehaus - Am Markt 3"):
+        f = {"vendor_name": kept}
+        assert reconcile_shapes(f, "") == [] and f["vendor_name"] == kept, kept
+    for read, number in (("N°F-20240000014", "F-20240000014"), ("Nr.4711", "4711"), ("#10023", "10023")):
+        f = {"invoice_id": read, "po_number": read}
+        reconcile_shapes(f, "")
+        assert f == {"invoice_id": number, "po_number": number}, read
+    for kept in ("NO-7781", "No123", "INV-1"):
+        f = {"invoice_id": kept}
+        assert reconcile_shapes(f, "") == [], kept
+
+
+def test_the_invoice_number_after_its_label_loses_a_number_sign_and_a_party_label_takes_a_numbered_company_name():
+    from extraction.reconcile import reconcile_invoice_number, reconcile_parties
+
+    f = {"invoice_id": "20"}
+    reconcile_invoice_number(f, "FACTURE\nN°F-20240000014\n\nDATE : 07-11-2024\nFacture N°F-20240000014\n")
+    assert f["invoice_id"] == "F-20240000014"
+    text = ("Kundenname / Firma\nMusterkunde GmbH & Co Name 2 Musterkunde\nUSt.-Id:N/A\nStNr.:DE2012129398\n"
+            "Musterstrasse 44, 40789 Musterstadt, DE\n")
+    f = {"vendor_name": None, "client_name": "StNr.:DE2012129398"}
+    reconcile_parties(f, text)
+    assert f["client_name"] == "Musterkunde GmbH & Co Name 2 Musterkunde"
