@@ -46,7 +46,8 @@ What the document's labels say also decides: a subtotal, tax or total printed on
 sign is positive (`reconcile_signs`); a null invoice number is the one number printed after an
 invoice number's label (`reconcile_invoice_number`); an IBAN is the one printed after its label
 or the one that passes its check (`reconcile_bank`); the vendor and client are the first names
-under their own labels, `Verkäufer:`, `Bill to:` (`reconcile_parties`).
+under their own labels, `Verkäufer:`, `Bill to:` (`reconcile_parties`), and a vendor name that is
+the end of a legal name printed whole in the header is that whole name (`reconcile_whole_name`).
 
 Nothing happens when the answer balances, or when more than one change would balance it.
 Each applied change is reported (`Reconciled`) so callers can show it and lower their
@@ -462,10 +463,16 @@ _COMPANY_HEAD = re.compile(
     r"(?:\s*" + LEXICON.label("registration_number") + r")?[\s,.;:-]+")
 
 
+#: A registration number that starts an address, and the fewest digits that tell it from a
+#: house number (`123-A`).
+_REGISTRATION_HEAD = re.compile(r"(?i)^" + LEXICON.label("registration_number") + r"[\s,.;:-]+")
+REGISTRATION_DIGITS = 5
+
+
 def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
     """The vendor's address without what is printed around it: a company name (the vendor's
-    own, or one ending in a legal form and a registration number) before it, a phone, fax
-    or registration label and what follows after it."""
+    own, or one ending in a legal form and a registration number) or a registration number
+    alone before it, a phone, fax or registration label and what follows after it."""
     value = fields.get("vendor_address")
     if not isinstance(value, str) or not value.strip():
         return []
@@ -475,6 +482,10 @@ def reconcile_address(fields: dict, text: str) -> list[Reconciled]:
         out = out[len(name):].lstrip(" ,.;:-")
     m = _COMPANY_HEAD.match(out)
     if m and re.search(r"\d", out[m.end():]):
+        out = out[m.end():]
+    # a company's registration number printed on the line above the address (`1202152-P, 19-1, JALAN`)
+    m = _REGISTRATION_HEAD.match(out)
+    if m and len(re.findall(r"\d", m.group(0))) >= REGISTRATION_DIGITS and re.search(r"\d", out[m.end():]):
         out = out[m.end():]
     m = _ADDRESS_END.search(out)
     # only after a whole address: its head holds a number and two words (a street and a place)
@@ -708,6 +719,30 @@ def reconcile_parties(fields: dict, text: str) -> list[Reconciled]:
     return changes
 
 
+def reconcile_whole_name(fields: dict, text: str) -> list[Reconciled]:
+    """A vendor name ending in its legal form that is the end of a cell of the document's first
+    HEADER_LINES lines (`KITCHEN SDN BHD` of `TK DIVISION KITCHEN SDN BHD`) is that whole cell,
+    where exactly one cell so ends and what it holds before the name is words, not a label
+    (`OWN BY: CHEF LEE SDN BHD` keeps `CHEF LEE SDN BHD`)."""
+    from extraction.candidates import _NAME_IN_LEGAL_FORM, HEADER_LINES, labelled_text
+    from extraction.grammar import TITLE_START
+
+    value = fields.get("vendor_name")
+    if not isinstance(value, str) or not _NAME_IN_LEGAL_FORM.search(value.strip()) or labelled_text(text, "vendor_name"):
+        return []  # (a name under the vendor's own label is the labels' to decide: `reconcile_parties`)
+    flat = " ".join(value.split())
+    wholes = {c for line in (text or "").splitlines()[:HEADER_LINES]
+              for c in (" ".join(cell.split()) for cell in re.split(r" {2,}", line.strip()))
+              if c.endswith(" " + flat) and re.fullmatch(r"[^\W\d_][^\W_]*(?:[ &.'-]+[^\W_]+)*", c[: -len(flat) - 1])}
+    if len(wholes) != 1:
+        return []
+    after = wholes.pop()
+    if TITLE_START.match(after):  # a title or stamp word before the name (`COPY`, `Firma`): no part of it
+        return []
+    fields["vendor_name"] = after
+    return [Reconciled("vendor_name", value, after, "the end of a name printed whole in the header")]
+
+
 _IBAN_LABEL = re.compile(r"(?i)(?<![^\W\d_])" + LEXICON.label("iban") + r"\s*[:.\uff1a]?\s*$")  # a scan's colon may be full-width
 
 
@@ -906,6 +941,7 @@ RECONCILIATION_RULES: tuple[ReconciliationRule, ...] = (
     ReconciliationRule("address", lambda f, t, g: reconcile_address(f, t)),
     ReconciliationRule("run_on_text", lambda f, t, g: reconcile_run_on_text(f, t)),
     ReconciliationRule("parties", lambda f, t, g: reconcile_parties(f, t)),
+    ReconciliationRule("whole_name", lambda f, t, g: reconcile_whole_name(f, t)),
 )
 
 

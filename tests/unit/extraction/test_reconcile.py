@@ -684,3 +684,18 @@ def test_the_invoice_number_after_its_label_loses_a_number_sign_and_a_party_labe
     f = {"vendor_name": None, "client_name": "StNr.:DE2012129398"}
     reconcile_parties(f, text)
     assert f["client_name"] == "Musterkunde GmbH & Co Name 2 Musterkunde"
+
+
+def test_a_vendor_name_that_ends_a_legal_name_printed_whole_in_the_header_is_the_whole_name():
+    from extraction.reconcile import reconcile_whole_name
+
+    text = "KIKU JAPANESE RESTAURANT\nTK DIVISION KITCHEN SDN BHD\n1202152-P\n19-1, JALAN MALINJA 2\n"
+    f = {"vendor_name": "KITCHEN SDN BHD"}
+    assert reconcile_whole_name(f, text)[0].after == "TK DIVISION KITCHEN SDN BHD" == f["vendor_name"]
+    # a label before the name, a title word, or a vendor label elsewhere: the name stays as read
+    for kept_text in ("OWN BY: CHEF LEE SDN BHD\n", "COPY CHEF LEE SDN BHD\n",
+                      "THE FOOD CORNER CHEF LEE SDN BHD\nSeller:\nCHEF LEE SDN BHD\n"):
+        f = {"vendor_name": "CHEF LEE SDN BHD"}
+        assert reconcile_whole_name(f, kept_text) == [] and f["vendor_name"] == "CHEF LEE SDN BHD", kept_text
+    f = {"vendor_name": "Kiku Restaurant"}  # no legal form: no name to complete
+    assert reconcile_whole_name(f, "The Kiku Restaurant\n") == []
