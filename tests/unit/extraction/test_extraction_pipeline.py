@@ -72,7 +72,7 @@ def test_value_rules_have_unique_names_and_every_one_is_reachable():
 def test_reconciliation_steps_run_in_order_and_say_what_they_changed():
     assert [r.name for r in RECONCILIATION_RULES] == [
         "shapes", "signs", "rows", "net_total", "subtotal", "receipt_total", "totals", "gross_tax", "identifiers", "invoice_number", "bank", "currency", "address",
-        "run_on_text", "parties"]
+        "run_on_text", "parties", "whole_name"]
     fields = all_null_document(invoice_json_schema())
     fields.update(invoice_id="40711", subtotal="141.00", total_amount="167.79", line_items=[])
     fired = run_rules(fields, INVOICE)
