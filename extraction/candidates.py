@@ -372,6 +372,8 @@ def labelled_text(text: str, name: str) -> list[str]:
 _LEGAL_FORM = LEXICON.legal_form()
 _NAME_IN_LEGAL_FORM = re.compile(rf"(?i)\S\s+({_LEGAL_FORM})$")
 _LEGAL_NAME = re.compile(rf"(?i)(.+?)\s+{_LEGAL_FORM}")
+#: A company's registration number printed after its legal form at the end of its cell.
+_TRAILING_REGISTRATION = re.compile(r"(?i)(?<=[^\W\d_])[\s,.;:]*" + LEXICON.label("registration_number") + r"[\s,.;:]*$")
 #: A word that is a legal form, or a piece of one (`GmbH`, `Sdn`, `Pty`, `Co`).
 _LEGAL_FORM_WORD = re.compile(rf"(?i){_LEGAL_FORM}|sdn|pty|co")
 #: How many first lines of a document are its header, where the vendor's name is.
@@ -382,7 +384,8 @@ NAME_LINES = 3
 
 def legal_names(text: str) -> list[str]:
     """Where one of the text's first HEADER_LINES lines holds a cell that is a name ending in
-    a legal form (`TEO HENG STATIONERY & BOOKS SDN BHD`, `Weitzel Industriebedarf GmbH`), the
+    a legal form, perhaps with its registration number after it (`TEO HENG STATIONERY & BOOKS SDN
+    BHD`, `LITTLE CRAVINGS SDN BHD (562007-D)`, `Weitzel Industriebedarf GmbH`), the
     names the vendor's can be: each cell of the text that ends in a legal form, from any of
     its words on (a name may start after a stamp or noise: `ILLEGALMEDIASOURCE UNIHAKKA
     INTERNATIONAL SDN BHD`), or, where the cell holds only one word before its legal form, from
@@ -393,14 +396,17 @@ def legal_names(text: str) -> list[str]:
     lines = (text or "").splitlines()
     for k, line in enumerate(lines):
         for cell in re.split(r" {2,}|\s+·\s+", line.strip()):
-            cell = " ".join(cell.split())
+            # a registration number after the legal form is no part of the name (`SDN BHD (562007-D)`)
+            cell = _TRAILING_REGISTRATION.sub("", " ".join(cell.split()))
             if not _NAME_IN_LEGAL_FORM.search(cell):
                 continue
             header |= k < HEADER_LINES
             # a cell with a name of two words or more before its legal form is the whole name,
             # unless it starts with a joining word (`& TEA LEAF (M) SDN. BHD.`)
             head = m.group(1) if (m := _LEGAL_NAME.fullmatch(cell)) else ""
-            words = [w for w in re.findall(r"[^\W\d_]{2,}", head) if not re.fullmatch(rf"(?i){_LEGAL_FORM}", w)]
+            # (a word of two letters or more, or letters joined by `&`: `R&C`)
+            words = [w for w in re.findall(r"[^\W\d_](?:[^\W\d_]|&(?=[^\W\d_]))+", head)
+                     if not re.fullmatch(rf"(?i){_LEGAL_FORM}", w)]
             wrapped = len(words) < 2 or re.match(rf"(?i){LEXICON.alternation('name_joiners')}\s", cell)
             above = " ".join(filter(None, (" ".join(re.split(r" {2,}", lines[j].strip())[-1].split())
                                            for j in range(max(0, k - NAME_LINES + 1), k)))) if wrapped else ""

@@ -724,7 +724,7 @@ def reconcile_whole_name(fields: dict, text: str) -> list[Reconciled]:
     HEADER_LINES lines (`KITCHEN SDN BHD` of `TK DIVISION KITCHEN SDN BHD`) is that whole cell,
     where exactly one cell so ends and what it holds before the name is words, not a label
     (`OWN BY: CHEF LEE SDN BHD` keeps `CHEF LEE SDN BHD`)."""
-    from extraction.candidates import _NAME_IN_LEGAL_FORM, HEADER_LINES, labelled_text
+    from extraction.candidates import _NAME_IN_LEGAL_FORM, _TRAILING_REGISTRATION, HEADER_LINES, labelled_text
     from extraction.grammar import TITLE_START
 
     value = fields.get("vendor_name")
@@ -732,7 +732,7 @@ def reconcile_whole_name(fields: dict, text: str) -> list[Reconciled]:
         return []  # (a name under the vendor's own label is the labels' to decide: `reconcile_parties`)
     flat = " ".join(value.split())
     wholes = {c for line in (text or "").splitlines()[:HEADER_LINES]
-              for c in (" ".join(cell.split()) for cell in re.split(r" {2,}", line.strip()))
+              for c in (_TRAILING_REGISTRATION.sub("", " ".join(cell.split())) for cell in re.split(r" {2,}", line.strip()))
               if c.endswith(" " + flat) and re.fullmatch(r"[^\W\d_][^\W_]*(?:[ &.'-]+[^\W_]+)*", c[: -len(flat) - 1])}
     if len(wholes) != 1:
         return []

@@ -663,3 +663,11 @@ def test_a_totals_tax_is_no_total_and_a_legal_form_alone_is_no_name():
         "ZF_Sammelrechnung.xml Lieferant GmbH & Co. KG", "Lieferant GmbH & Co. KG"]
     assert sorted(labelled_totals("Totaal excl. btw  100,00\nTotaal btw  21,00\nTotaal incl. btw  121,00\n")) == [
         "-121.00", "121.00"]
+
+
+def test_a_legal_name_with_its_registration_number_after_it_is_a_legal_name_without_it():
+    from extraction.candidates import legal_names
+
+    text = "NYONYA COLORS @ 1 UTAMA\nLITTLE CRAVINGS SDN BHD (562007-D)\nHQ: 7, JLN SS21/34, 47400 PJ\n"
+    assert legal_names(text) == ["LITTLE CRAVINGS SDN BHD", "CRAVINGS SDN BHD"]
+    assert legal_names("SUBWAY#42210-0\nURBAN IDEA SDN BHD (417940-M),\nA-G-06, DATARAN GLOMAC\n")[0] == "URBAN IDEA SDN BHD"
