@@ -197,39 +197,43 @@ def test_low_confidence_or_ungrounded_required_fields_route_to_review_and_a_corr
     assert run_from(settings, unsure.id) == "payment_ready"
 
 
-def test_rules_changing_a_required_field_routes_to_review(settings, session):
-    inv = add_invoice(session, invoice_fields(invoice_id="ACM-3004"))
+def extracted_with(session, invoice_id: str, reconciled: list[dict]) -> str:
+    """A confident extraction of the invoice `invoice_id` whose reconciliation made `reconciled`
+    (a list of a change dict per field, as the extract step records it); the invoice's id."""
+    inv = add_invoice(session, invoice_fields(invoice_id=invoice_id))
     inv.confidence = dict(CONFIDENT)
     session.add(StepRun(invoice_id=inv.id, step="extract", status="done", decision="OK",
-                        model_output={"fields": inv.fields, "reconciled": [{"field": "total_amount", "before": "1.00", "after": inv.fields["total_amount"], "reason": "labelled total"}]}))
+                        model_output={"fields": inv.fields, "reconciled": reconciled}))
     session.commit()
-    assert run_from(settings, inv.id) == "needs_review"
+    return inv.id
+
+
+def rules_changed(settings, invoice_id: str) -> list[list[str]]:
     with session_scope(settings) as s:
-        reasons = s.exec(select(StepRun.reasons).where(StepRun.invoice_id == inv.id, StepRun.step == "validate_invoice")).one()
-    assert [r.get("fields") for r in reasons if r["code"] == "RULES_CHANGED_FIELD"] == [["total_amount"]]
+        reasons = s.exec(select(StepRun.reasons).where(StepRun.invoice_id == invoice_id, StepRun.step == "validate_invoice")).one()
+    return [r.get("fields") for r in reasons if r["code"] == "RULES_CHANGED_FIELD"]
+
+
+TOTAL = invoice_fields()["total_amount"]
+
+
+def test_rules_changing_a_required_field_routes_to_review(settings, session):
+    inv = extracted_with(session, "ACM-3004", [{"field": "total_amount", "before": "1.00", "after": TOTAL, "reason": "labelled total"}])
+    assert run_from(settings, inv) == "needs_review"
+    assert rules_changed(settings, inv) == [["total_amount"]]
 
 
 def test_a_required_field_the_rules_filled_where_the_model_read_nothing_is_not_a_disagreement(settings, session):
-    inv = add_invoice(session, invoice_fields(invoice_id="ACM-3005"))
-    inv.confidence = dict(CONFIDENT)
     filled = [{"field": "invoice_id", "before": None, "after": "ACM-3005", "reason": "null; the number after its label"},
               # removed and then filled again: the model's value was overruled
               {"field": "total_amount", "before": "9.99", "after": None, "reason": "printed only as customer"},
-              {"field": "total_amount", "before": None, "after": inv.fields["total_amount"], "reason": "labelled total"}]
-    session.add(StepRun(invoice_id=inv.id, step="extract", status="done", decision="OK",
-                        model_output={"fields": inv.fields, "reconciled": filled}))
-    session.commit()
-    assert run_from(settings, inv.id) == "needs_review"
-    with session_scope(settings) as s:
-        reasons = s.exec(select(StepRun.reasons).where(StepRun.invoice_id == inv.id, StepRun.step == "validate_invoice")).one()
-    assert [r.get("fields") for r in reasons if r["code"] == "RULES_CHANGED_FIELD"] == [["total_amount"]]
+              {"field": "total_amount", "before": None, "after": TOTAL, "reason": "labelled total"}]
+    inv = extracted_with(session, "ACM-3005", filled)
+    assert run_from(settings, inv) == "needs_review"
+    assert rules_changed(settings, inv) == [["total_amount"]]
 
 
 def test_a_required_field_only_filled_by_the_rules_goes_on_to_payment(settings, session):
-    filled = [{"field": "invoice_id", "before": None, "after": "ACM-3006", "reason": "null; the number after its label"}]
-    only_filled = add_invoice(session, invoice_fields(invoice_id="ACM-3006"))
-    only_filled.confidence = dict(CONFIDENT)
-    session.add(StepRun(invoice_id=only_filled.id, step="extract", status="done", decision="OK",
-                        model_output={"fields": only_filled.fields, "reconciled": filled}))
-    session.commit()
-    assert run_from(settings, only_filled.id) == "payment_ready"
+    inv = extracted_with(session, "ACM-3006",
+                         [{"field": "invoice_id", "before": None, "after": "ACM-3006", "reason": "null; the number after its label"}])
+    assert run_from(settings, inv) == "payment_ready"
