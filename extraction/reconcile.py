@@ -585,14 +585,16 @@ def reconcile_shapes(fields: dict, text: str) -> list[Reconciled]:
         after = after if re.search(r"[^\W\d_]{2}", after) else None
         if after != value:
             fields[name] = after
-            changes.append(Reconciled(name, value, after, "a title or stamp word, a registration number, or no name"))
+            changes.append(Reconciled(name, value, after,
+                                      "a title or stamp word, a registration number or what follows the legal form, or no name"))
     bank = fields.get("bank") if isinstance(fields.get("bank"), dict) else {}
     for name, holder in (("invoice_id", fields), ("po_number", fields), ("bank.account_number", bank)):
         key = name.rsplit(".", 1)[-1]
         value = holder.get(key)
-        if key != "account_number" and isinstance(value, str) and _without_number_sign(value) != value:
-            holder[key] = _without_number_sign(value)
-            changes.append(Reconciled(name, value, holder[key], "a number sign before the number"))
+        bare = _without_number_sign(value) if key != "account_number" and isinstance(value, str) else value
+        if bare != value:
+            holder[key] = bare
+            changes.append(Reconciled(name, value, bare, "a number sign before the number"))
         elif isinstance(value, str) and not re.search(r"\d", value):
             holder[key] = None
             changes.append(Reconciled(name, value, None, "a number without a digit"))
@@ -728,8 +730,8 @@ def reconcile_whole_name(fields: dict, text: str) -> list[Reconciled]:
     from extraction.grammar import TITLE_START
 
     value = fields.get("vendor_name")
-    if not isinstance(value, str) or not _NAME_IN_LEGAL_FORM.search(value.strip()) or labelled_text(text, "vendor_name"):
-        return []  # (a name under the vendor's own label is the labels' to decide: `reconcile_parties`)
+    if not isinstance(value, str) or not _NAME_IN_LEGAL_FORM.search(value.strip()):
+        return []
     flat = " ".join(value.split())
     wholes = {c for line in (text or "").splitlines()[:HEADER_LINES]
               for c in (_TRAILING_REGISTRATION.sub("", " ".join(cell.split())) for cell in re.split(r" {2,}", line.strip()))
@@ -737,8 +739,8 @@ def reconcile_whole_name(fields: dict, text: str) -> list[Reconciled]:
     if len(wholes) != 1:
         return []
     after = wholes.pop()
-    if TITLE_START.match(after):  # a title or stamp word before the name (`COPY`, `Firma`): no part of it
-        return []
+    if TITLE_START.match(after) or labelled_text(text, "vendor_name"):
+        return []  # a title or stamp word before the name (`COPY`, `Firma`); a vendor label: `reconcile_parties` decides
     fields["vendor_name"] = after
     return [Reconciled("vendor_name", value, after, "the end of a name printed whole in the header")]
 

@@ -143,8 +143,9 @@ def _check_arithmetic(fields: dict, tol: Decimal, blocking: list[dict], warnings
         # A discount is subtracted whichever sign the document prints it with.
         discount = abs(dec(fields.get("discount")) or Decimal("0"))
         computed = base + tax - discount + shipping
-        header_adds_up = subtotal is not None and abs(computed - total) <= tol
-        if abs(computed - total) > tol:
+        adds_up = abs(computed - total) <= tol
+        header_adds_up = adds_up and subtotal is not None
+        if not adds_up:
             what = "subtotal" if subtotal is not None else "line sum"
             blocking.append(
                 reason(
