@@ -172,6 +172,40 @@ def test_the_named_examples():
     assert span and text[span[0]:span[1]] == "14. März 2026"
 
 
+#: Labels real invoices print that the generator does not: the reader knows more words than
+#: the generator prints (each row: field, printed label).
+READER_ONLY = [
+    ("due_date", "Fälligkeitstermin"), ("due_date", "zahlbar spätestens am"), ("due_date", "Date limite de paiement"),
+    ("due_date", "Payable avant le"), ("due_date", "Fecha límite de pago"), ("due_date", "Uiterste betaaldatum"),
+    ("issue_date", "Ausstellungsdatum"), ("issue_date", "Date d'émission"), ("issue_date", "Émise le"),
+    ("issue_date", "Date issued"),
+    ("vendor_name", "Rechnungsaussteller"), ("vendor_name", "Auftragnehmer"), ("vendor_name", "Prestataire"),
+    ("vendor_name", "Afzender"),
+    ("client_name", "Rechnungsanschrift"), ("client_name", "Auftraggeber"), ("client_name", "Destinataire"),
+    ("client_name", "Facturado a"), ("client_name", "Committente"), ("client_name", "Afnemer"),
+    ("po_number", "Bestell-Nr."), ("po_number", "Ihr Bestellzeichen"), ("po_number", "N° commande"),
+    ("po_number", "Référence commande"), ("po_number", "Referencia del pedido"), ("po_number", "Ordernummer"),
+    ("po_number", "Customer PO #"),
+    ("payment_terms", "Modalités de paiement"),
+]
+
+
+@pytest.mark.parametrize("field,label", READER_ONLY, ids=lambda v: v)
+def test_labels_of_real_invoices_are_read(field, label):
+    if field == "due_date":
+        assert candidates.labelled_due_dates(f"{label}: 2026-03-14") == ["2026-03-14"]
+    elif field == "issue_date":
+        assert candidates.labelled_issue_dates(f"{label}: 2026-03-14") == ["2026-03-14"]
+    else:
+        value = "PO-4711" if field == "po_number" else "Globex Handel GmbH"
+        assert candidates.labelled_text(f"{label}: {value}", field) == [value]
+        assert candidates.labelled_text(f"{label}\n{value}", field) == [value]
+
+
+def test_imposta_labels_a_tax_amount():
+    assert reconcile._amount_labelled("Imposta 22%  12,50", reconcile.Decimal("12.50"), "tax")
+
+
 def test_a_new_language_is_one_file(tmp_path):
     """A folder with one more file: its words are read with every other language's."""
     src = Path(lexicon().languages["en"].code and __import__("invoicechain.lexicon", fromlist=["HERE"]).HERE)
